@@ -1,0 +1,9 @@
+"""Tasks that return reward + text feedback (see `base.Environment`)."""
+
+from resd.envs.base import FEEDBACK_LIMIT, Environment, Message, Outcome, Task, clip_feedback
+from resd.envs.registry import get, get_class, names, register
+
+__all__ = [
+    "FEEDBACK_LIMIT", "Environment", "Message", "Outcome", "Task", "clip_feedback",
+    "get", "get_class", "names", "register",
+]
