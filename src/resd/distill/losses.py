@@ -1,0 +1,424 @@
+"""Self-distillation and policy-gradient losses: pure tensor math, no model, no I/O.
+
+Conventions shared by every function here (the trainer relies on them):
+
+* Shapes: logits ``[B, T, V]``, per-token tensors and masks ``[B, T]``, per-sample weights ``[B]``.
+  Position ``t`` of the logits is the distribution for response token ``t``: the caller slices
+  the response positions and does the one-step shift before calling.
+* Gradients reach the student only. Teacher logits / log-probs are detached inside.
+* Math runs in float32 (float64 inputs stay float64), so bf16 / fp16 logits are safe.
+* Aggregation ("weighted token mean", SPEC §1.6; App. B Eq. 3 for the weights)::
+
+      loss = sum_{i,t} w_i * rho_it * m_it * l_it  /  max(sum_{i,t} m_it, 1)
+
+  ``m`` the mask, ``w`` the per-sample weights (default 1), ``rho`` optional per-token importance
+  weights (default 1), ``l`` the per-token loss. The denominator counts masked tokens only and
+  does not include the weights, so success-rate weights with batch mean 1 (App. B) rescale
+  samples relative to each other. An all-zero mask gives a loss of exactly 0 that still has a
+  graph (``backward()`` works and yields zero gradients).
+* ``per_token_loss`` returned next to the loss is ``l * m``: the unweighted per-token term
+  (no sample or importance weights), zero outside the mask. Useful for logging.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from resd.errors import UserError
+
+__all__ = [
+    "self_distillation_loss",
+    "token_level_distillation_loss",
+    "importance_weights",
+    "success_rate_weights",
+    "sequence_logprobs",
+    "group_advantages",
+    "policy_gradient_loss",
+    "weighted_token_mean",
+    "clamp_teacher_logprobs",
+]
+
+# Log-probabilities are floored here before any divergence arithmetic. exp(-1e4) is exactly 0 in
+# float32 and float64, so the floor changes no probability, but it turns -inf (masked vocabulary
+# entries, tokens outside the teacher's support) into a finite number: 0 * (-inf - -inf) would be
+# NaN in the forward pass and inf * 0 NaN in the backward pass. Entries at the floor get zero
+# gradient, which is their true gradient (their probability is 0).
+_LOG_FLOOR = -1.0e4
+
+# Largest log-mass the top-k support may claim when the tail bucket is formed (reference
+# implementations use the same bound): keeps log(1 - sum p) finite when top-k covers everything.
+_TAIL_LOGMASS_MAX = -1.0e-7
+
+
+def _math_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half/bf16/float32 inputs, float64 kept (precise tests)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _check_same_batch(name: str, tensor: torch.Tensor, shape: torch.Size) -> None:
+    if tuple(tensor.shape) != tuple(shape):
+        raise UserError(
+            f"{name} has shape {tuple(tensor.shape)} but must be {tuple(shape)} "
+            "(batch, response tokens); slice both to the response positions first"
+        )
+
+
+def weighted_token_mean(
+    per_token: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    sample_weights: torch.Tensor | Sequence[float] | None = None,
+    is_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Aggregate ``[B, T]`` per-token losses: ``sum w_i rho_it m_it l_it / max(sum m_it, 1)``.
+
+    The token mean over the masked tokens of the whole batch (SPEC §1.6 "token-mean over the
+    masked tokens"), with the per-sample weights of App. B Eq. 3 multiplying each token's loss.
+    ``per_token`` must already be zero (and finite) outside the mask.
+    """
+    if per_token.dim() != 2:
+        raise UserError(f"per-token loss must be [batch, tokens], got shape {tuple(per_token.shape)}")
+    m = mask.to(device=per_token.device, dtype=per_token.dtype)
+    weighted = per_token * m
+    if is_weights is not None:
+        _check_same_batch("is_weights", is_weights, per_token.shape)
+        weighted = weighted * is_weights.detach().to(device=per_token.device, dtype=per_token.dtype)
+    if sample_weights is not None:
+        w = torch.as_tensor(sample_weights, dtype=per_token.dtype, device=per_token.device).detach()
+        if w.shape != (per_token.shape[0],):
+            raise UserError(
+                f"sample_weights has shape {tuple(w.shape)} but must be ({per_token.shape[0]},): "
+                "one weight per sample in the batch"
+            )
+        weighted = weighted * w[:, None]
+    return weighted.sum() / m.sum().clamp(min=1.0)
+
+
+def _log_tail(topk_logp: torch.Tensor) -> torch.Tensor:
+    """log(1 - sum_k p_k) over the last dim, computed stably as log(-expm1(logsumexp(log p)))."""
+    log_mass = torch.logsumexp(topk_logp, dim=-1, keepdim=True).clamp(max=_TAIL_LOGMASS_MAX)
+    return torch.log(-torch.expm1(log_mass))
+
+
+def _kl(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) = sum_v p_v (log p_v - log q_v), summed over the last dim (inputs floored)."""
+    return (logp.exp() * (logp - logq)).sum(dim=-1)
+
+
+def _divergence(student_logp: torch.Tensor, teacher_logp: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Per-token divergence on the distilled support (SPEC §1.6; paper Eq. 1, App. A).
+
+    alpha = 0: forward KL(teacher || student); alpha = 1: reverse KL(student || teacher);
+    otherwise the generalised JSD with mixture m = (1-alpha) p_s + alpha p_t (formed in log
+    space) and D = (1-alpha) KL(p_s || m) + alpha KL(p_t || m). Limits: D / alpha -> forward KL
+    as alpha -> 0 and D / (1-alpha) -> reverse KL as alpha -> 1, so the endpoints are the
+    continuous extensions of the JSD family up to that scale.
+    """
+    if alpha == 0.0:
+        return _kl(teacher_logp, student_logp)
+    if alpha == 1.0:
+        return _kl(student_logp, teacher_logp)
+    mixture_logp = torch.logsumexp(
+        torch.stack([student_logp + math.log1p(-alpha), teacher_logp + math.log(alpha)]), dim=0
+    )
+    return (1.0 - alpha) * _kl(student_logp, mixture_logp) + alpha * _kl(teacher_logp, mixture_logp)
+
+
+def _support_logprobs(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    topk: int | None,
+    add_tail: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Student and teacher log-probs on the distilled support, ``[B, T, S]``.
+
+    Full vocabulary: one log_softmax per tensor. Top-k: the student's k most likely tokens
+    (teacher evaluated on the same indices), true log-probs ``logit - logsumexp(all logits)``,
+    then either a tail bucket log(1 - sum p) appended to both (k+1 outcomes) or both
+    renormalised over the k tokens. Only ``[B, T, k]`` tensors are materialised besides the
+    logits themselves.
+    """
+    dtype = _math_dtype(student_logits.dtype)
+    vocab = student_logits.shape[-1]
+    with torch.no_grad():
+        teacher = teacher_logits.detach().to(device=student_logits.device, dtype=dtype)
+    student = student_logits.to(dtype)
+
+    if topk is None or topk >= vocab:
+        student_logp = F.log_softmax(student, dim=-1)
+        with torch.no_grad():
+            teacher_logp = F.log_softmax(teacher, dim=-1)
+        return student_logp.clamp(min=_LOG_FLOOR), teacher_logp.clamp(min=_LOG_FLOOR)
+
+    indices = torch.topk(student.detach(), topk, dim=-1).indices
+    student_logp = student.gather(-1, indices) - torch.logsumexp(student, dim=-1, keepdim=True)
+    with torch.no_grad():
+        teacher_logp = teacher.gather(-1, indices) - torch.logsumexp(teacher, dim=-1, keepdim=True)
+    # -inf entries (masked vocabulary) are fine in logsumexp; the floor comes once, at the end.
+    if add_tail:
+        student_logp = torch.cat([student_logp, _log_tail(student_logp)], dim=-1)
+        with torch.no_grad():
+            teacher_logp = torch.cat([teacher_logp, _log_tail(teacher_logp)], dim=-1)
+    else:
+        student_logp = student_logp - torch.logsumexp(student_logp, dim=-1, keepdim=True)
+        with torch.no_grad():
+            teacher_logp = teacher_logp - torch.logsumexp(teacher_logp, dim=-1, keepdim=True)
+    return student_logp.clamp(min=_LOG_FLOOR), teacher_logp.clamp(min=_LOG_FLOOR)
+
+
+def clamp_teacher_logprobs(
+    teacher_logp: torch.Tensor,
+    student_logp: torch.Tensor,
+    *,
+    ratio_min: float | None = 0.2,
+    ratio_max: float | None = None,
+) -> torch.Tensor:
+    """Ratio clipping of paper §2 (tau = p_teacher / p_student clipped to [eps_min, eps_max]).
+
+    Element-wise on the distilled support: ``log p_t >= log p_s.detach() + log ratio_min`` and,
+    when ``ratio_max`` is set, ``log p_t <= log p_s.detach() + log ratio_max`` (SPEC §1.6). The
+    result is NOT renormalised. The returned tensor carries no gradient.
+    """
+    with torch.no_grad():
+        bound_base = student_logp.detach()
+        clamped = teacher_logp.detach()
+        if ratio_min is not None:
+            clamped = torch.maximum(clamped, bound_base + math.log(ratio_min))
+        if ratio_max is not None:
+            clamped = torch.minimum(clamped, bound_base + math.log(ratio_max))
+    return clamped
+
+
+def _validate_sd_args(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    mask: torch.Tensor,
+    alpha: float,
+    topk: int | None,
+    ratio_min: float | None,
+    ratio_max: float | None,
+) -> None:
+    if student_logits.dim() != 3:
+        raise UserError(
+            f"student_logits must be [batch, tokens, vocab], got shape {tuple(student_logits.shape)}"
+        )
+    if teacher_logits.shape != student_logits.shape:
+        raise UserError(
+            f"teacher logits {tuple(teacher_logits.shape)} and student logits "
+            f"{tuple(student_logits.shape)} differ; both must cover the same response tokens "
+            "with the same vocabulary"
+        )
+    _check_same_batch("mask", mask, student_logits.shape[:2])
+    if not 0.0 <= alpha <= 1.0:
+        raise UserError(f"alpha={alpha} is outside [0, 1]: 0 = forward KL, 1 = reverse KL, between = JSD")
+    if topk is not None and (isinstance(topk, bool) or not isinstance(topk, int) or topk < 1):
+        raise UserError(f"topk={topk!r} must be a positive integer, or None for the full vocabulary")
+    if ratio_min is not None and ratio_min <= 0:
+        raise UserError(f"ratio_min={ratio_min} must be > 0 (paper default 0.2), or None for no lower clip")
+    if ratio_max is not None:
+        if ratio_max <= 0:
+            raise UserError(f"ratio_max={ratio_max} must be > 0 (Manufactoria uses 5), or None for no upper clip")
+        if ratio_min is not None and ratio_max < ratio_min:
+            raise UserError(f"ratio_max={ratio_max} is below ratio_min={ratio_min}; use ratio_max >= ratio_min")
+
+
+def self_distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    alpha: float,
+    topk: int | None = 100,
+    add_tail: bool = True,
+    ratio_min: float | None = 0.2,
+    ratio_max: float | None = None,
+    sample_weights: torch.Tensor | Sequence[float] | None = None,
+    is_weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logit-level self-distillation loss (SPEC §1.6; paper Eq. 1, weighted form Eq. 3).
+
+    Args:
+        student_logits: ``[B, T, V]`` student logits at the response positions (grad flows here).
+        teacher_logits: ``[B, T, V]`` teacher logits on the same response tokens (detached).
+        mask: ``[B, T]`` 1 for distilled tokens (response tokens of distilled samples, times any
+            ROSD error-suffix mask), 0 for padding / skipped samples.
+        alpha: 0 = forward KL(teacher || student), 1 = reverse KL(student || teacher),
+            otherwise generalised JSD with mixture weight alpha on the teacher.
+        topk: distil on the student's top-k tokens (paper: 100); None or >= V = full vocabulary.
+        add_tail: with top-k, add the bucket log(1 - sum_topk p) to both distributions; False
+            renormalises both over the k tokens instead.
+        ratio_min: lower clip eps_min on p_t / p_s (paper 0.2); None disables it.
+        ratio_max: upper clip eps_max (paper: none; Manufactoria 5); None disables it.
+        sample_weights: ``[B]`` per-sample weights (e.g. :func:`success_rate_weights`).
+        is_weights: ``[B, T]`` importance weights (e.g. :func:`importance_weights`), detached.
+
+    Returns:
+        ``(loss, per_token_loss)``: the scalar weighted token mean (see module docstring) and the
+        ``[B, T]`` unweighted per-token divergence, zero outside the mask.
+    """
+    _validate_sd_args(student_logits, teacher_logits, mask, alpha, topk, ratio_min, ratio_max)
+    student_logp, teacher_logp = _support_logprobs(student_logits, teacher_logits, topk, add_tail)
+    teacher_logp = clamp_teacher_logprobs(teacher_logp, student_logp, ratio_min=ratio_min, ratio_max=ratio_max)
+    divergence = _divergence(student_logp, teacher_logp, float(alpha))
+    per_token = divergence * mask.to(device=divergence.device, dtype=divergence.dtype)
+    loss = weighted_token_mean(per_token, mask, sample_weights=sample_weights, is_weights=is_weights)
+    return loss, per_token
+
+
+def token_level_distillation_loss(
+    student_logp: torch.Tensor,
+    teacher_logp: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    sample_weights: torch.Tensor | Sequence[float] | None = None,
+    is_weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sampled-token reverse-KL self-distillation (SPEC §1.6 "token-level mode").
+
+    Per token ``l_t = (log p_s(y_t) - log p_t(y_t)).detach() * log p_s(y_t)``: its gradient
+    ``(log p_s - log p_t) * grad log p_s`` is the score-function (REINFORCE) estimator of the
+    gradient of KL(p_s || p_t) on tokens sampled from the student. Inputs are ``[B, T]``
+    log-probs of the sampled tokens (see :func:`sequence_logprobs`); the teacher is detached.
+    The loss value itself is a surrogate, not a divergence. Aggregated as in the module docstring.
+    """
+    _check_same_batch("teacher_logp", teacher_logp, student_logp.shape)
+    _check_same_batch("mask", mask, student_logp.shape)
+    dtype = _math_dtype(student_logp.dtype)
+    s = student_logp.to(dtype)
+    t = teacher_logp.detach().to(dtype)
+    m = mask.to(dtype)
+    # Tokens outside the mask may carry -inf (padding); keep them out of the arithmetic entirely.
+    s_safe = torch.where(m > 0, s, torch.zeros_like(s))
+    t_safe = torch.where(m > 0, t, torch.zeros_like(t))
+    advantage = (s_safe - t_safe).detach().clamp(min=_LOG_FLOOR, max=-_LOG_FLOOR)
+    per_token = advantage * s_safe * m
+    loss = weighted_token_mean(per_token, mask, sample_weights=sample_weights, is_weights=is_weights)
+    return loss, per_token
+
+
+def importance_weights(logp: torch.Tensor, old_logp: torch.Tensor, clip: float | None = 2.0) -> torch.Tensor:
+    """Truncated importance weight for off-policy inner updates (SPEC §1.6).
+
+    ``min(exp(clamp(logp - old_logp, -20, 20)), clip)``, detached; ``[B, T]`` in, ``[B, T]`` out.
+    Equals 1 when the update is on-policy (logp == old_logp). ``clip=None`` disables truncation.
+    """
+    _check_same_batch("old_logp", old_logp, logp.shape)
+    log_ratio = (logp.detach() - old_logp.detach()).to(_math_dtype(logp.dtype))
+    # NaN from (-inf) - (-inf) on padding positions: treat as ratio 1 (they are masked anyway).
+    log_ratio = torch.nan_to_num(log_ratio, nan=0.0).clamp(-20.0, 20.0)
+    weights = log_ratio.exp()
+    if clip is not None:
+        if clip <= 0:
+            raise UserError(f"importance-weight clip={clip} must be > 0 (default 2.0), or None")
+        weights = weights.clamp(max=clip)
+    return weights
+
+
+def success_rate_weights(
+    rewards: torch.Tensor | Sequence[float],
+    threshold: float = 1.0,
+    a: float = 1.0,
+    b: float = 1.0,
+) -> torch.Tensor:
+    """Success-rate rebalancing weights (paper App. B, Eq. 2).
+
+    With s the fraction of samples whose reward is >= ``threshold``: successes get
+    ``(1 - s)**a``, failures ``s**b``, then all weights are scaled to batch mean 1. When s is 0
+    or 1 every weight is 1 (rebalancing would otherwise zero the only signal). Returns a float32
+    tensor ``[B]`` (empty in, empty out).
+    """
+    if a < 0 or b < 0:
+        raise UserError(f"rebalancing exponents a={a}, b={b} must be >= 0 (paper: a = b = 1)")
+    r = torch.as_tensor(rewards, dtype=torch.float64).detach().reshape(-1)
+    if r.numel() == 0:
+        return torch.ones(0, dtype=torch.float32)
+    success = r >= threshold
+    s = success.double().mean().item()
+    if s == 0.0 or s == 1.0:
+        return torch.ones(r.numel(), dtype=torch.float32)
+    raw = torch.where(success, torch.full_like(r, (1.0 - s) ** a), torch.full_like(r, s**b))
+    return (raw / raw.mean()).to(torch.float32)
+
+
+def sequence_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Per-token log-probabilities ``log p(ids[b, t] | logits[b, t])``, ``[B, T]``.
+
+    ``logits[:, t]`` must already be the distribution for ``ids[:, t]`` (the caller shifts).
+    Computed as ``gather(logits) - logsumexp(logits)`` in float32 so no ``[B, T, V]``
+    log-softmax is materialised. Gradient flows into ``logits``.
+    """
+    if logits.dim() != 3:
+        raise UserError(f"logits must be [batch, tokens, vocab], got shape {tuple(logits.shape)}")
+    _check_same_batch("ids", ids, logits.shape[:2])
+    x = logits.to(_math_dtype(logits.dtype))
+    picked = x.gather(-1, ids.long().unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(x, dim=-1)
+
+
+def group_advantages(
+    rewards: torch.Tensor | Sequence[float],
+    group_size: int,
+    scale: Literal["none", "group"] = "none",
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """GRPO group-relative advantages (SPEC §1 GRPO baseline; Dr.GRPO default).
+
+    ``rewards`` are laid out as consecutive groups of ``group_size`` samples of the same
+    prompt. ``A_i = r_i - mean(group)``; with ``scale="group"`` additionally divided by the
+    group's standard deviation + eps (original GRPO). Default "none": no std scaling, as in
+    the reference GRPO baseline (``norm_adv_by_std False``). Returns float32 ``[B]``.
+    """
+    if group_size < 1:
+        raise UserError(f"group_size={group_size} must be >= 1")
+    if scale not in ("none", "group"):
+        raise UserError(f"advantage scale={scale!r} must be 'none' (Dr.GRPO) or 'group' (divide by group std)")
+    r = torch.as_tensor(rewards, dtype=torch.float32).detach().reshape(-1)
+    if r.numel() % group_size != 0:
+        raise UserError(
+            f"{r.numel()} rewards do not split into groups of {group_size}; "
+            "pass all samples of each prompt consecutively"
+        )
+    groups = r.view(-1, group_size)
+    advantages = groups - groups.mean(dim=1, keepdim=True)
+    if scale == "group":
+        std = groups.std(dim=1, unbiased=False, keepdim=True) if group_size > 1 else torch.zeros_like(groups[:, :1])
+        advantages = advantages / (std + eps)
+    return advantages.reshape(-1)
+
+
+def policy_gradient_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    eps_low: float = 0.2,
+    eps_high: float = 0.28,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clipped-surrogate policy-gradient loss for the GRPO baseline (PPO / DAPO clip-higher).
+
+    ``ratio = exp(logp - old_logp)``; per token ``-min(ratio * A, clip(ratio, 1-eps_low,
+    1+eps_high) * A)``; token mean over the mask of the whole batch. ``advantages`` is ``[B]``
+    (one per sample, broadcast over tokens) or ``[B, T]``. Returns ``(loss, per_token_loss)``.
+    """
+    _check_same_batch("old_logp", old_logp, logp.shape)
+    _check_same_batch("mask", mask, logp.shape)
+    dtype = _math_dtype(logp.dtype)
+    m = mask.to(dtype)
+    adv = advantages.detach().to(dtype=dtype, device=logp.device)
+    if adv.dim() == 1:
+        if adv.shape[0] != logp.shape[0]:
+            raise UserError(f"advantages has {adv.shape[0]} entries but the batch has {logp.shape[0]} samples")
+        adv = adv[:, None].expand_as(m)
+    else:
+        _check_same_batch("advantages", adv, logp.shape)
+    log_ratio = torch.where(m > 0, logp.to(dtype) - old_logp.detach().to(dtype), torch.zeros_like(m))
+    ratio = log_ratio.clamp(-20.0, 20.0).exp()
+    unclipped = ratio * adv
+    clipped = ratio.clamp(1.0 - eps_low, 1.0 + eps_high) * adv
+    per_token = -torch.minimum(unclipped, clipped) * m
+    return weighted_token_mean(per_token, mask), per_token

@@ -1,0 +1,335 @@
+"""Distillation losses against direct formulas on small tensors (SPEC §1.6-1.7, paper App. B)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from resd.distill import (
+    clamp_teacher_logprobs,
+    group_advantages,
+    importance_weights,
+    policy_gradient_loss,
+    self_distillation_loss,
+    sequence_logprobs,
+    success_rate_weights,
+    token_level_distillation_loss,
+)
+from resd.errors import UserError
+
+B, T, V = 2, 3, 12
+
+
+def _logits(seed: int, dtype: torch.dtype = torch.float64, scale: float = 2.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(B, T, V, generator=g, dtype=torch.float64) * scale).to(dtype)
+
+
+def _kl_direct(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) from probabilities, summed over the last dim, with 0 log 0 = 0."""
+    terms = torch.where(p > 0, p * (p.log() - q.log()), torch.zeros_like(p))
+    return terms.sum(-1)
+
+
+def _divergence_direct(ps: torch.Tensor, pt: torch.Tensor, alpha: float) -> torch.Tensor:
+    if alpha == 0:
+        return _kl_direct(pt, ps)
+    if alpha == 1:
+        return _kl_direct(ps, pt)
+    m = (1 - alpha) * ps + alpha * pt
+    return (1 - alpha) * _kl_direct(ps, m) + alpha * _kl_direct(pt, m)
+
+
+def _topk_support_direct(s: torch.Tensor, t: torch.Tensor, k: int, tail: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Probabilities on the student's top-k (plus tail, or renormalised), written out plainly."""
+    ps_full, pt_full = s.softmax(-1), t.softmax(-1)
+    idx = s.argsort(dim=-1, descending=True)[..., :k]
+    ps, pt = ps_full.gather(-1, idx), pt_full.gather(-1, idx)
+    if tail:
+        ps = torch.cat([ps, 1 - ps.sum(-1, keepdim=True)], -1)
+        pt = torch.cat([pt, 1 - pt.sum(-1, keepdim=True)], -1)
+    else:
+        ps = ps / ps.sum(-1, keepdim=True)
+        pt = pt / pt.sum(-1, keepdim=True)
+    return ps, pt
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 0.5, 1.0])
+def test_full_vocabulary_matches_direct_formula(alpha: float) -> None:
+    s, t = _logits(0), _logits(1)
+    mask = torch.ones(B, T)
+    _, per_token = self_distillation_loss(s, t, mask, alpha=alpha, topk=None, ratio_min=None)
+    expected = _divergence_direct(s.softmax(-1), t.softmax(-1), alpha)
+    torch.testing.assert_close(per_token, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_kl_directions_follow_the_kl_div_convention() -> None:
+    # F.kl_div(input, target) = KL(target || input): alpha=0 is KL(teacher || student).
+    s, t = _logits(2), _logits(3)
+    mask = torch.ones(B, T)
+    ls, lt = s.log_softmax(-1), t.log_softmax(-1)
+    forward = F.kl_div(ls, lt, log_target=True, reduction="none").sum(-1)
+    reverse = F.kl_div(lt, ls, log_target=True, reduction="none").sum(-1)
+    _, fwd = self_distillation_loss(s, t, mask, alpha=0.0, topk=None, ratio_min=None)
+    _, rev = self_distillation_loss(s, t, mask, alpha=1.0, topk=None, ratio_min=None)
+    torch.testing.assert_close(fwd, forward)
+    torch.testing.assert_close(rev, reverse)
+    assert not torch.allclose(fwd, rev)
+
+
+@pytest.mark.parametrize("tail", [True, False])
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_topk_support_matches_direct_formula(alpha: float, tail: bool) -> None:
+    s, t = _logits(4), _logits(5)
+    mask = torch.ones(B, T)
+    _, per_token = self_distillation_loss(s, t, mask, alpha=alpha, topk=4, add_tail=tail, ratio_min=None)
+    ps, pt = _topk_support_direct(s, t, 4, tail)
+    torch.testing.assert_close(per_token, _divergence_direct(ps, pt, alpha), rtol=1e-9, atol=1e-12)
+
+
+def test_topk_at_or_above_vocab_is_full_vocabulary() -> None:
+    s, t = _logits(6), _logits(7)
+    mask = torch.ones(B, T)
+    full, _ = self_distillation_loss(s, t, mask, alpha=0.5, topk=None)
+    at_v, _ = self_distillation_loss(s, t, mask, alpha=0.5, topk=V)
+    above, _ = self_distillation_loss(s, t, mask, alpha=0.5, topk=10 * V)
+    torch.testing.assert_close(full, at_v)
+    torch.testing.assert_close(full, above)
+
+
+def _grad(loss_fn, s: torch.Tensor) -> torch.Tensor:
+    x = s.clone().requires_grad_(True)
+    loss_fn(x).backward()
+    return x.grad
+
+
+@pytest.mark.parametrize("topk", [None, 5])
+def test_jsd_limits_recover_forward_and_reverse_kl_gradients(topk: int | None) -> None:
+    # Documented: D_alpha / alpha -> KL(t||s) as alpha -> 0, D_alpha / (1-alpha) -> KL(s||t) as alpha -> 1.
+    s, t = _logits(8), _logits(9)
+    mask = torch.ones(B, T)
+    eps = 1e-8  # the gap shrinks linearly in eps (the O(alpha) term of the expansion)
+
+    def loss(alpha: float, scale: float):
+        return lambda x: self_distillation_loss(x, t, mask, alpha=alpha, topk=topk, ratio_min=None)[0] / scale
+
+    torch.testing.assert_close(_grad(loss(eps, eps), s), _grad(loss(0.0, 1.0), s), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(_grad(loss(1 - eps, eps), s), _grad(loss(1.0, 1.0), s), rtol=1e-4, atol=1e-6)
+
+
+def test_clamp_values_exactly_as_formula() -> None:
+    student = torch.log(torch.tensor([[0.5, 0.3, 0.2]], dtype=torch.float64))
+    teacher = torch.log(torch.tensor([[0.05, 0.05, 0.9]], dtype=torch.float64))
+    raised = clamp_teacher_logprobs(teacher, student, ratio_min=0.2)
+    # 0.05 < 0.2 * 0.5 -> raised to 0.1; 0.05 < 0.2 * 0.3 -> 0.06; 0.9 untouched.
+    torch.testing.assert_close(raised.exp(), torch.tensor([[0.1, 0.06, 0.9]], dtype=torch.float64))
+    both = clamp_teacher_logprobs(teacher, student, ratio_min=0.2, ratio_max=2.0)
+    # 0.9 > 2 * 0.2 -> lowered to 0.4. No renormalisation afterwards.
+    torch.testing.assert_close(both.exp(), torch.tensor([[0.1, 0.06, 0.4]], dtype=torch.float64))
+    assert abs(both.exp().sum().item() - 1.0) > 0.1
+    untouched = clamp_teacher_logprobs(teacher, student, ratio_min=None, ratio_max=None)
+    torch.testing.assert_close(untouched, teacher)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("topk", [None, 4])
+def test_clamped_loss_uses_unnormalised_clamped_teacher(alpha: float, topk: int | None) -> None:
+    s, t = _logits(10, scale=3.0), _logits(11, scale=3.0)
+    mask = torch.ones(B, T)
+    rmin, rmax = 0.2, 5.0
+    _, per_token = self_distillation_loss(s, t, mask, alpha=alpha, topk=topk, ratio_min=rmin, ratio_max=rmax)
+    if topk is None:
+        ps, pt = s.softmax(-1), t.softmax(-1)
+    else:
+        ps, pt = _topk_support_direct(s, t, topk, tail=True)
+    pt_clamped = torch.minimum(torch.maximum(pt, rmin * ps), rmax * ps)
+    assert not torch.allclose(pt_clamped, pt), "the test data must exercise the clamp"
+    torch.testing.assert_close(per_token, _divergence_direct(ps, pt_clamped, alpha), rtol=1e-9, atol=1e-12)
+
+
+def test_gradients_reach_the_student_only() -> None:
+    s = _logits(12).requires_grad_(True)
+    t = _logits(13).requires_grad_(True)
+    loss, _ = self_distillation_loss(s, t, torch.ones(B, T), alpha=0.5)
+    loss.backward()
+    assert s.grad is not None and s.grad.abs().sum() > 0
+    assert t.grad is None
+
+
+def test_weighted_token_mean_aggregation() -> None:
+    s, t = _logits(14), _logits(15)
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    weights = torch.tensor([0.5, 1.5], dtype=torch.float64)
+    loss, per_token = self_distillation_loss(s, t, mask, alpha=0.5, sample_weights=weights)
+    unmasked = self_distillation_loss(s, t, torch.ones(B, T), alpha=0.5)[1]
+    torch.testing.assert_close(per_token, unmasked * mask.double())
+    expected = (weights[:, None] * mask * unmasked).sum() / mask.sum()
+    torch.testing.assert_close(loss, expected)
+    # Importance weights multiply per token on top.
+    rho = torch.full((B, T), 2.0, dtype=torch.float64)
+    loss_is, _ = self_distillation_loss(s, t, mask, alpha=0.5, sample_weights=weights, is_weights=rho)
+    torch.testing.assert_close(loss_is, 2 * expected)
+
+
+def test_all_zero_mask_gives_zero_loss_with_a_graph() -> None:
+    s = _logits(16).requires_grad_(True)
+    loss, per_token = self_distillation_loss(s, _logits(17), torch.zeros(B, T), alpha=1.0)
+    assert loss.item() == 0.0 and per_token.abs().sum().item() == 0.0
+    loss.backward()
+    assert torch.equal(s.grad, torch.zeros_like(s))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("topk", [None, 4, 8])
+@pytest.mark.parametrize("ratio_min", [None, 0.2])
+def test_minus_inf_logits_give_finite_loss_and_gradients(alpha: float, topk: int | None, ratio_min) -> None:
+    s, t = _logits(18, torch.float32), _logits(19, torch.float32)
+    # Masked vocabulary entries: 7 of 12 are -inf for the student (top-8 must include some),
+    # and the teacher rules out tokens the student likes.
+    s[..., 5:] = float("-inf")
+    t[..., :2] = float("-inf")
+    t[..., 9:] = float("-inf")
+    s.requires_grad_(True)
+    loss, per_token = self_distillation_loss(s, t, torch.ones(B, T), alpha=alpha, topk=topk, ratio_min=ratio_min)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(per_token).all()
+    assert torch.isfinite(s.grad).all()
+    assert (s.grad[..., 5:] == 0).all(), "impossible tokens get no gradient"
+
+
+def test_minus_inf_matches_formula_where_it_is_finite() -> None:
+    # Forward KL with a teacher that rules tokens out: 0 log 0 = 0, exactly the direct value.
+    s, t = _logits(20), _logits(21)
+    t[..., :3] = float("-inf")
+    _, per_token = self_distillation_loss(s, t, torch.ones(B, T), alpha=0.0, topk=None, ratio_min=None)
+    torch.testing.assert_close(per_token, _kl_direct(t.softmax(-1), s.softmax(-1)))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_bf16_inputs_are_finite_and_close_to_fp32(alpha: float) -> None:
+    s32, t32 = _logits(22, torch.float32), _logits(23, torch.float32)
+    mask = torch.ones(B, T)
+    s16 = s32.to(torch.bfloat16).requires_grad_(True)
+    loss16, _ = self_distillation_loss(s16, t32.to(torch.bfloat16), mask, alpha=alpha, topk=6)
+    loss16.backward()
+    loss32, _ = self_distillation_loss(s32, t32, mask, alpha=alpha, topk=6)
+    assert loss16.dtype == torch.float32
+    assert torch.isfinite(s16.grad.float()).all() and s16.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(loss16, loss32, rtol=3e-2, atol=3e-3)
+
+
+def test_bad_arguments_raise_user_errors() -> None:
+    s, t, mask = _logits(0), _logits(1), torch.ones(B, T)
+    with pytest.raises(UserError, match="alpha"):
+        self_distillation_loss(s, t, mask, alpha=1.5)
+    with pytest.raises(UserError, match="teacher logits"):
+        self_distillation_loss(s, t[:, :2], mask, alpha=0.5)
+    with pytest.raises(UserError, match="mask"):
+        self_distillation_loss(s, t, mask[:, :2], alpha=0.5)
+    with pytest.raises(UserError, match="topk"):
+        self_distillation_loss(s, t, mask, alpha=0.5, topk=0)
+    with pytest.raises(UserError, match="ratio_max"):
+        self_distillation_loss(s, t, mask, alpha=0.5, ratio_min=0.5, ratio_max=0.2)
+    with pytest.raises(UserError, match="sample_weights"):
+        self_distillation_loss(s, t, mask, alpha=0.5, sample_weights=[1.0, 1.0, 1.0])
+
+
+def test_token_level_gradient_is_the_score_function_formula() -> None:
+    g = torch.Generator().manual_seed(0)
+    ls = (torch.randn(B, T, generator=g, dtype=torch.float64) - 2).requires_grad_(True)
+    lt = torch.randn(B, T, generator=g, dtype=torch.float64) - 2
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    loss, _ = token_level_distillation_loss(ls, lt, mask)
+    loss.backward()
+    torch.testing.assert_close(ls.grad, (ls.detach() - lt) * mask / mask.sum())
+
+
+def test_token_level_is_unbiased_for_the_reverse_kl_gradient() -> None:
+    # Enumerate every token the student could sample at one position, weighting each by its
+    # probability: the expected token-level gradient must equal the exact reverse-KL gradient.
+    g = torch.Generator().manual_seed(1)
+    s_logits = torch.randn(1, 1, V, generator=g, dtype=torch.float64)
+    t_logits = torch.randn(1, 1, V, generator=g, dtype=torch.float64)
+
+    x = s_logits.clone().requires_grad_(True)
+    ids = torch.arange(V).reshape(V, 1)
+    ls = sequence_logprobs(x.expand(V, 1, V), ids)
+    lt = sequence_logprobs(t_logits.expand(V, 1, V), ids)
+    probs = s_logits.softmax(-1).reshape(V)
+    # Token mean divides by V samples; weights V * p(v) turn it into the expectation over v.
+    loss, _ = token_level_distillation_loss(ls, lt, torch.ones(V, 1), sample_weights=V * probs)
+    loss.backward()
+
+    exact = _grad(lambda y: self_distillation_loss(y, t_logits, torch.ones(1, 1), alpha=1.0, topk=None, ratio_min=None)[0], s_logits)
+    torch.testing.assert_close(x.grad, exact)
+
+
+def test_token_level_ignores_minus_inf_outside_the_mask() -> None:
+    ls = torch.tensor([[-1.0, float("-inf")]], requires_grad=True)
+    lt = torch.tensor([[-2.0, float("-inf")]])
+    loss, _ = token_level_distillation_loss(ls, lt, torch.tensor([[1.0, 0.0]]))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(ls.grad).all()
+
+
+def test_importance_weights_clip_and_detach() -> None:
+    logp = torch.log(torch.tensor([[0.5, 0.5, 0.9, 0.1]])).requires_grad_(True)
+    old = torch.log(torch.tensor([[0.5, 0.1, 0.6, 0.4]]))
+    w = importance_weights(logp, old, clip=2.0)
+    torch.testing.assert_close(w, torch.tensor([[1.0, 2.0, 1.5, 0.25]]))
+    assert not w.requires_grad
+    assert importance_weights(logp, old, clip=None)[0, 1].item() == pytest.approx(5.0)
+    huge = importance_weights(torch.tensor([[0.0]]), torch.tensor([[-1000.0]]), clip=None)
+    assert huge.item() == pytest.approx(math.exp(20.0), rel=1e-5)
+
+
+def test_success_rate_weights_app_b() -> None:
+    w = success_rate_weights([1.0, 0.0, 0.0, 0.0])  # s = 0.25
+    # success (1-s)^1 = 0.75, failures s^1 = 0.25; mean of raw = 0.375.
+    torch.testing.assert_close(w, torch.tensor([2.0, 2 / 3, 2 / 3, 2 / 3]))
+    assert w.mean().item() == pytest.approx(1.0)
+    assert torch.equal(success_rate_weights([0.0, 0.0, 0.5]), torch.ones(3))  # s = 0
+    assert torch.equal(success_rate_weights([1.0, 1.0]), torch.ones(2))  # s = 1
+    w_thr = success_rate_weights([0.6, 0.4], threshold=0.5, a=2.0, b=1.0)  # s = 0.5
+    torch.testing.assert_close(w_thr, torch.tensor([0.25, 0.5]) / 0.375)
+    assert success_rate_weights([]).numel() == 0
+
+
+def test_sequence_logprobs_match_log_softmax_gather() -> None:
+    logits = _logits(24)
+    ids = torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(0))
+    expected = logits.log_softmax(-1).gather(-1, ids[..., None]).squeeze(-1)
+    torch.testing.assert_close(sequence_logprobs(logits, ids), expected)
+
+
+def test_group_advantages() -> None:
+    rewards = [1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0]
+    adv = group_advantages(rewards, group_size=4)
+    torch.testing.assert_close(adv, torch.tensor([0.75, -0.25, -0.25, -0.25, 0.25, 0.25, -0.75, 0.25]))
+    scaled = group_advantages(rewards, group_size=4, scale="group")
+    torch.testing.assert_close(scaled[:4], adv[:4] / (math.sqrt(0.1875) + 1e-6))
+    assert torch.equal(group_advantages([1.0, 1.0], 2, scale="group"), torch.zeros(2))
+    with pytest.raises(UserError, match="groups of 3"):
+        group_advantages(rewards, group_size=3)
+
+
+def test_policy_gradient_loss_on_policy_and_clipping() -> None:
+    logp = torch.log(torch.tensor([[0.5, 0.2], [0.3, 0.3]])).requires_grad_(True)
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    adv = torch.tensor([1.0, -2.0])
+    loss, _ = policy_gradient_loss(logp, logp.detach(), adv, mask)
+    # On-policy: ratio 1, loss = -mean over masked tokens of A, gradient -A / N.
+    assert loss.item() == pytest.approx(-(1.0 + 1.0 - 2.0) / 3)
+    loss.backward()
+    torch.testing.assert_close(logp.grad, torch.tensor([[-1 / 3, -1 / 3], [2 / 3, 0.0]]))
+
+    # Ratio above 1 + eps_high with A > 0, or below 1 - eps_low with A < 0: clipped, no gradient.
+    new = torch.tensor([[0.0], [0.0]], requires_grad=True)
+    old = torch.tensor([[-0.5], [0.5]])
+    clipped, _ = policy_gradient_loss(new, old, torch.tensor([1.0, -1.0]), torch.ones(2, 1))
+    clipped.backward()
+    assert torch.equal(new.grad, torch.zeros(2, 1))
+    assert clipped.item() == pytest.approx((-1.28 + 0.8) / 2)
