@@ -1,0 +1,212 @@
+"""Reflector / curator prompts and their tolerant parsers (paper §3.2–3.3)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from resd.context import Playbook
+from resd.context.reflect import (
+    AddOperation,
+    build_curator_messages,
+    build_reflector_messages,
+    build_success_reflector_messages,
+    is_near_duplicate,
+    parse_curation,
+    parse_reflection,
+    parse_success_tags,
+    select_new_entries,
+    shorten_middle,
+    strip_thinking,
+)
+from resd.errors import UserError
+
+
+@pytest.fixture
+def book() -> Playbook:
+    b = Playbook()
+    b.add("Declare every node you branch to.", section="rules")  # rule-00001
+    b.add("Skip symbols that are not part of the pattern.", section="mistakes")  # mist-00002
+    return b
+
+
+def test_strip_thinking_variants():
+    assert strip_thinking("<think>long musing</think>\nANSWER") == "ANSWER"
+    assert strip_thinking("musing opened by the template</think>ANSWER") == "ANSWER"
+    assert strip_thinking("ANSWER <think>cut off mid-thought") == "ANSWER"
+    assert strip_thinking("<THINK>a</THINK>b<think>c</think>d") == "bd"
+    assert strip_thinking("plain") == "plain"
+
+
+def test_shorten_middle_keeps_both_ends_and_budget():
+    text = "HEAD" + "x" * 1000 + "TAIL"
+    short = shorten_middle(text, 200)
+    assert len(short) <= 200 and short.startswith("HEAD") and short.endswith("TAIL")
+    assert "characters cut" in short
+    assert shorten_middle("short", 200) == "short"
+
+
+# ---- reflection parsing ---------------------------------------------------------------------
+def test_reflection_in_the_requested_format(book):
+    r = parse_reflection("DIAGNOSIS: State s0 sends G to reject.\nIt should skip it.\n"
+                         "TAGS:\nrule-00001 helpful\nmist-00002 harmful\n", book.ids())
+    assert r.ok and r.structured
+    assert r.diagnosis == "State s0 sends G to reject. It should skip it."
+    assert r.tags == {"rule-00001": "helpful", "mist-00002": "harmful"}
+
+
+def test_reflection_tolerates_markdown_bad_ids_and_loose_tag_syntax(book):
+    r = parse_reflection("<think>let me see</think>**Diagnosis:** Missing END node.\n\n**Tags:**\n"
+                         "- [RULE-1]: Helpful\n- mist-00002 = neutral\n- fake-00077 harmful\n", book.ids())
+    assert r.ok and r.diagnosis == "Missing END node."
+    assert r.tags == {"rule-00001": "helpful", "mist-00002": "neutral"}
+    assert r.unknown_ids == 1
+
+
+def test_reflection_as_json(book):
+    r = parse_reflection('```json\n{"diagnosis": "Loops forever on empty tape.", '
+                         '"tags": [{"id": "rule-00001", "tag": "harmful"}]}\n```', book.ids())
+    assert r.ok and r.structured and r.diagnosis == "Loops forever on empty tape."
+    assert r.tags == {"rule-00001": "harmful"}
+
+
+def test_reflection_free_prose_is_kept_but_marked_unstructured(book):
+    r = parse_reflection("The program never rejects when the tape runs out mid-match.", book.ids())
+    assert r.ok and not r.structured
+    assert "mid-match" in r.diagnosis
+
+
+def test_free_prose_that_copies_the_prompt_is_an_echo_not_a_diagnosis(book):
+    messages = build_reflector_messages("Accept tapes that contain BRBR and reject the rest.", "START s0:",
+                                        "Parse error: node end is not declared.", book)
+    prompt = "\n".join(m["content"] for m in messages)
+    echo = "TASK: Accept tapes that contain BRBR and reject the rest. ATTEMPT: START s0: CHECKER FEEDBACK: Parse"
+    assert not parse_reflection(echo, book.ids(), source=prompt).ok
+    own = "The attempt branches to a node it never declares, so the parser rejects the program."
+    assert parse_reflection(own, book.ids(), source=prompt).ok
+
+
+@pytest.mark.parametrize("text", ["", "   ", "DIAGNOSIS: <which part of the attempt failed>", "!!!", "ok",
+                                  "<think>only thinking, never finished", None, 42])
+def test_malformed_reflection_is_empty_not_an_exception(book, text):
+    r = parse_reflection(text, book.ids())
+    assert not r.ok and r.diagnosis == "" and r.tags == {}
+
+
+def test_long_diagnosis_is_capped(book):
+    r = parse_reflection("DIAGNOSIS: " + "word " * 2000, book.ids(), max_chars=100)
+    assert r.ok and len(r.diagnosis) <= 100
+
+
+def test_success_tags(book):
+    assert parse_success_tags("TAGS:\nrule-00001 helpful", book.ids()) == ({"rule-00001": "helpful"}, True)
+    assert parse_success_tags("TAGS: NONE", book.ids()) == ({}, True)
+    assert parse_success_tags("I liked it.", book.ids()) == ({}, False)
+
+
+# ---- curation parsing -----------------------------------------------------------------------
+def test_curation_lines_in_several_styles():
+    c = parse_curation("Here you go:\n1. ADD rules: Reject when the tape is empty.\n"
+                       "- ADD [format] Put the program in one code block.\n"
+                       "**ADD** mistakes - Do not route G to the reject node.\n"
+                       "ADD: Check every branch target exists.\n"
+                       "ADD Remember: colons inside a note stay in the note.\n"
+                       "ADD weird section: goes to general.")
+    assert c.ok
+    assert [(o.section, o.content) for o in c.operations] == [
+        ("rules", "Reject when the tape is empty."),
+        ("format", "Put the program in one code block."),
+        ("mistakes", "Do not route G to the reject node."),
+        ("general", "Check every branch target exists."),
+        ("general", "Remember: colons inside a note stay in the note."),
+        ("general", "weird section: goes to general."),
+    ]
+
+
+def test_curation_json_none_and_garbage():
+    c = parse_curation('{"operations": [{"type": "ADD", "section": "rules", "content": "Use END."}]}')
+    assert c.ok and c.operations == [AddOperation("rules", "Use END.")]
+    assert parse_curation("NONE").ok and parse_curation("NONE").operations == []
+    bad = parse_curation("I think the playbook is great as it is.")
+    assert not bad.ok and bad.operations == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=400))
+def test_parsers_never_raise_on_arbitrary_text(text):
+    ids = ["rule-00001", "mist-00002"]
+    r = parse_reflection(text, ids)
+    assert set(r.tags) <= set(ids)
+    assert r.ok == bool(r.diagnosis)
+    c = parse_curation(text)
+    assert all(op.content and op.section for op in c.operations)
+    tags, _ok = parse_success_tags(text, ids)
+    assert set(tags) <= set(ids)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from(["DIAGNOSIS:", "TAGS:", "ADD", "rule-00001", "helpful", "harmful",
+                                 "[", "]", ":", "\n", "{", "}", '"diagnosis"', "NONE", "**", "<think>",
+                                 "</think>", "the node", " "]), max_size=40))
+def test_parsers_never_raise_on_format_fragments(tokens):
+    text = " ".join(tokens)
+    parse_reflection(text, ["rule-00001"])
+    parse_curation(text)
+    parse_success_tags(text, ["rule-00001"])
+
+
+# ---- duplicates -----------------------------------------------------------------------------
+def test_near_duplicate_rule():
+    assert is_near_duplicate("Declare every node you branch to.", "declare every node you branch to")
+    assert is_near_duplicate("Declare every node you branch to.", "Declare every nodes you branch to!")
+    assert not is_near_duplicate("Declare every node you branch to.", "Reject when the tape is empty.")
+
+
+def test_select_new_entries_drops_duplicates_short_and_excess():
+    ops = [AddOperation("rules", "declare every node you branch to"),  # dup of existing
+           AddOperation("rules", "Reject when the tape is empty."),
+           AddOperation("rules", "Reject when the tape is empty!"),  # dup within the batch
+           AddOperation("rules", "ok"),  # too short
+           AddOperation("rules", "<one-sentence note>"),  # echoed placeholder
+           AddOperation("format", "Put the program in a single code block."),
+           AddOperation("format", "Always end with a newline after the code block."),  # over max_new
+           AddOperation("format", "A " + "very " * 200 + "long note.")]
+    accepted, dups, rejected = select_new_entries(ops, ["Declare every node you branch to."], max_new=2,
+                                                  max_chars=50)
+    assert [o.content for o in accepted] == ["Reject when the tape is empty.",
+                                             "Put the program in a single code block."]
+    assert (dups, rejected) == (2, 4)
+
+
+# ---- prompt builders ------------------------------------------------------------------------
+def test_reflector_prompt_has_all_inputs_and_no_thinking(book):
+    messages = build_reflector_messages("Accept tapes containing BRBR.", "<think>secret plan</think>START s0:",
+                                        "Passed 3/10. Failed on GBRBR.", book)
+    assert [m["role"] for m in messages] == ["system", "user"]
+    user = messages[1]["content"]
+    for part in ("Accept tapes containing BRBR.", "START s0:", "Passed 3/10", "rule-00001", "mist-00002",
+                 "DIAGNOSIS:", "TAGS:"):
+        assert part in user
+    assert "secret plan" not in user
+    empty = build_reflector_messages("t", "r", "", Playbook())[1]["content"]
+    assert "(no notes yet)" in empty and "(the checker gave no details)" in empty
+
+
+def test_success_and_curator_prompts(book):
+    s = build_success_reflector_messages("task", "<think>x</think>answer", book)[1]["content"]
+    assert "answer" in s and "rule-00001" in s and "<think>" not in s
+    c = build_curator_messages("task text", "It looped forever.", book, sections=("rules", "general"))[1]["content"]
+    assert "It looped forever." in c and "rules, general" in c and "mist-00002" in c
+
+
+def test_templates_are_overridable_from_files(tmp_path, book):
+    path = tmp_path / "my_reflector.txt"
+    path.write_text("my comment\n=== user ===\nWHY did {prompt} fail? {feedback} JSON stays {\"a\": 1}\n")
+    messages = build_reflector_messages("T1", "R1", "F1", book, template=str(path))
+    assert messages == [{"role": "user", "content": 'WHY did T1 fail? F1 JSON stays {"a": 1}'}]
+    (tmp_path / "broken.txt").write_text("no parts at all")
+    with pytest.raises(UserError, match="no '=== part ===' header"):
+        build_reflector_messages("T", "R", "F", book, template=str(tmp_path / "broken.txt"))
+    with pytest.raises(UserError, match="unknown prompt template"):
+        build_reflector_messages("T", "R", "F", book, template="nope")
