@@ -1,0 +1,136 @@
+"""CPU learning benchmark: does the default model learn on the constraints task, per method?
+
+RESD (1 rollout per prompt) vs SDPO (groups of 8) vs GRPO (G = 8) on the same training prompts,
+seeds and evaluation schedule (`resd compare` underneath), 3 seeds, sized for at most ~60 minutes on
+2 CPU cores with SmolLM2-135M-Instruct (base per-task success on `constraints` is in the 1-20%
+range). Prints, per method:
+  * per-task accuracy gain over the base model (mean@k at the final evaluation minus the same run's
+    step-0 evaluation) with a 95% confidence interval over seeds (Student t);
+  * the same at the rank-selected step (optimistic: the rule looks at the test evaluations);
+  * rollouts consumed and gain per 1000 rollouts (interaction efficiency, RESD paper §4.4).
+Nothing is tuned to make a method win; whatever comes out is reported. The full report (curves,
+Table-2 layout, latency) is written next to the runs.
+
+CPU settings (written to OUT/learning_cpu.yaml): 8 prompts per batch, 2 batches, K = 2 inner
+updates (4 policy updates), 64-token responses, evaluation on 24 test tasks x k = 4 at steps 0, 2, 4.
+Learning rate 1e-5 with no warm-up: the paper's 1e-6 with 10 warm-up steps would not move the
+weights within 4 updates.
+
+    python benchmarks/learning_cpu.py                 # the real run (~60 min on 2 cores)
+    python benchmarks/learning_cpu.py --quick         # ~minutes: tiny-random model, 1 seed, 2 updates
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+CPU_CONFIG = {
+    "env": "constraints",
+    "model": "smollm2-135m",
+    "batch_size": 8,
+    "max_batches": 2,
+    "inner_updates": 2,
+    "max_completion_length": 64,
+    "generation_batch_size": 8,
+    "micro_batch_size": 8,
+    "learning_rate": 1.0e-5,
+    "warmup_steps": 0,
+    "eval_every": 2,
+    "eval_limit": 24,
+    "eval_k": 4,
+    "checkpoint_every": 1000,
+    "context": {"reflection_max_new_tokens": 96, "curation_max_new_tokens": 96},
+}
+QUICK_CONFIG = {**CPU_CONFIG, "model": "tiny-random", "max_batches": 1, "eval_limit": 8, "max_completion_length": 24,
+                "context": {"reflection_max_new_tokens": 32, "curation_max_new_tokens": 32}}
+
+# Two-sided 95% Student-t quantiles by degrees of freedom (n - 1).
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95% confidence interval (0 with one value)."""
+    m = statistics.fmean(values)
+    if len(values) < 2:
+        return m, float("nan")
+    t = T95.get(len(values) - 1, 1.96)
+    return m, t * statistics.stdev(values) / math.sqrt(len(values))
+
+
+def gains(runs: list) -> dict[str, list[float]]:
+    """Per seed: final and selected per-task mean@k minus the run's own step-0 mean@k."""
+    from resd.report import eval_at, select_step
+
+    out: dict[str, list[float]] = {"final": [], "selected": [], "rollouts": [], "base": []}
+    for run in runs:
+        base = eval_at(run, 0)["per_task_mean@k"]
+        out["base"].append(base)
+        out["final"].append(run.evals[-1]["per_task_mean@k"] - base)
+        out["selected"].append(eval_at(run, select_step(run.evals))["per_task_mean@k"] - base)
+        out["rollouts"].append(float(run.evals[-1].get("rollouts", 0)))
+    return out
+
+
+def fmt(values: list[float], scale: float = 100.0) -> str:
+    m, h = mean_ci(values)
+    return f"{scale * m:+.2f} ± {scale * h:.2f}" if not math.isnan(h) else f"{scale * m:+.2f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny-random model, 1 seed, 2 updates (smoke run)")
+    parser.add_argument("--model", default=None, help="model spec (default smollm2-135m; tiny-random with --quick)")
+    parser.add_argument("--env", default=None, help="environment (default constraints)")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds (default 3; 1 with --quick)")
+    parser.add_argument("--methods", default="resd,sdpo,grpo")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--out", default=None, help="output folder (default runs/learning-cpu-<time>); reuse to resume")
+    args = parser.parse_args(argv)
+
+    from resd.experiments.compare import compare_methods, parse_methods
+    from resd.report import load_run
+
+    config = dict(QUICK_CONFIG if args.quick else CPU_CONFIG)
+    if args.quick:
+        config["max_steps"] = 2
+    if args.model:
+        config["model"] = args.model
+    if args.env:
+        config["env"] = args.env
+    seeds = list(range(args.seeds if args.seeds is not None else (1 if args.quick else 3)))
+    out = Path(args.out) if args.out else Path("runs") / f"learning-cpu-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=True)
+    config_path = out / "learning_cpu.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    started = time.perf_counter()
+    compare_methods(methods=parse_methods(args.methods), seeds=seeds, out_dir=out, config_path=str(config_path),
+                    overrides=args.overrides, title=f"CPU learning benchmark on {config['env']} ({config['model']})")
+    wall = time.perf_counter() - started
+
+    print(f"\n== CPU learning benchmark: {config['env']}, {config['model']}, {len(seeds)} seed(s), "
+          f"{wall / 60:.1f} min ==")
+    print("per-task mean@k, percentage points; ± = 95% CI half-width over seeds (t distribution)")
+    header = (f"{'method':<8} {'base':>8} {'gain final':>16} {'gain selected':>16} {'rollouts':>9} "
+              f"{'final gain /1k rollouts':>24}")
+    print(header)
+    print("-" * len(header))
+    for method in parse_methods(args.methods):
+        runs = [load_run(out / f"{method}-seed{s}") for s in seeds]
+        g = gains(runs)
+        per_k = [f / r * 1000 if r else float("nan") for f, r in zip(g["final"], g["rollouts"])]
+        print(f"{method:<8} {100 * statistics.fmean(g['base']):>8.2f} {fmt(g['final']):>16} {fmt(g['selected']):>16} "
+              f"{statistics.fmean(g['rollouts']):>9.0f} {fmt(per_k):>24}")
+    print(f"\nreport: {out / 'report' / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Per-phase step latency of RESD (N=1), SDPO (N=1) and GRPO (G=8) on the same prompts (paper App. F).
+
+    python benchmarks/step_latency.py                       # default model (SmolLM2-135M, CPU ok)
+    python benchmarks/step_latency.py --model tiny-random   # plumbing check in seconds
+
+Each method trains on the same batch of prompts from the same initial weights for the same number
+of updates; the table shows the mean seconds per update of each phase (rollout, scoring,
+reflection, curation, teacher forward, student forward/backward) and the ratios of RESD's step to
+SDPO's and GRPO's. Targets (issue 4): RESD <= 1.5x SDPO and <= 0.5x GRPO.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+PHASES = ("rollout", "scoring", "reflection", "curation", "teacher_forward", "student_step", "step")
+METHODS = (("RESD (N=1)", "resd", 1), ("SDPO (N=1)", "sdpo", 1), ("GRPO (G=8)", "grpo", 8))
+TARGETS = {"RESD/SDPO": 1.5, "RESD/GRPO": 0.5}
+
+
+def run_method(method: str, n: int, model, tokenizer, args, out: Path) -> dict[str, float]:
+    from resd.train import RESDTrainer, load_config
+
+    cfg = load_config(
+        method=method, model=args.model, env=args.env, num_generations=n, batch_size=args.batch_size,
+        max_batches=1, inner_updates=args.updates, max_completion_length=args.max_new_tokens,
+        generation_batch_size=args.generation_batch_size, micro_batch_size=args.micro_batch_size,
+        seed=args.seed, do_eval=False, progress=False, output_dir=str(out / method),
+        learning_rate=1e-6, warmup_steps=0,
+        context={"reflection_max_new_tokens": args.context_tokens, "curation_max_new_tokens": args.context_tokens})
+    run = RESDTrainer(cfg, model=copy.deepcopy(model), tokenizer=tokenizer).train()
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return {p: sum(r[f"time/{p}"] for r in rows) / len(rows) for p in PHASES}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m", help="model spec (default smollm2-135m; tiny-random is quick)")
+    parser.add_argument("--env", default="constraints", help="environment (default constraints)")
+    parser.add_argument("--batch-size", type=int, default=4, help="prompts per batch (default 4)")
+    parser.add_argument("--updates", type=int, default=2, help="inner updates K on the batch (default 2)")
+    parser.add_argument("--max-new-tokens", type=int, default=128, help="tokens per rollout (default 128)")
+    parser.add_argument("--context-tokens", type=int, default=48,
+                        help="token budget of each reflection and curation answer (default 48; the paper's "
+                             "responses are ~100x longer than its reflections, so keep this below --max-new-tokens)")
+    parser.add_argument("--generation-batch-size", type=int, default=16)
+    parser.add_argument("--micro-batch-size", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="keep the run directories here (default: a temp dir)")
+    args = parser.parse_args(argv)
+
+    from resd.models import load
+
+    model, tokenizer = load(args.model)
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(args.out) if args.out else Path(tmp)
+        for label, method, n in METHODS:
+            print(f"running {label} ...", file=sys.stderr, flush=True)
+            results[label] = run_method(method, n, model, tokenizer, args, out)
+
+    labels = [m[0] for m in METHODS]
+    print(f"\nseconds per update (mean over {args.updates} updates; {args.batch_size} prompts, "
+          f"{args.max_new_tokens} rollout tokens, {args.context_tokens} reflection/curation tokens, model {args.model})")
+    print(f"{'phase':<18}" + "".join(f"{label:>14}" for label in labels))
+    for phase in PHASES:
+        print(f"{phase:<18}" + "".join(f"{results[label][phase]:>14.2f}" for label in labels))
+    resd, sdpo, grpo = (results[label]["step"] for label in labels)
+    ratios = {"RESD/SDPO": resd / sdpo, "RESD/GRPO": resd / grpo}
+    print()
+    for name, value in ratios.items():
+        verdict = "PASS" if value <= TARGETS[name] else "MISS"
+        print(f"{name:<10} step ratio {value:6.2f}   target <= {TARGETS[name]:.1f}   {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""`resd compare`: several methods on the same data stream, seeds and evaluation schedule, then a report.
+
+Every arm (a method, or a RESD ablation) gets one config per seed built from the same layers
+(method preset < `--config` file < `--set` overrides < what compare pins: env, model, seed, output
+dir). The seed decides the training-prompt order and the evaluation schedule is step-based, so
+for a given seed all arms see the same prompts in the same batches and are evaluated at the same
+steps. Runs go one after another; a run whose directory already holds summary.json is reused, so
+re-running the same command after an interruption only does the missing work.
+
+Ablations (`--ablations`, RESD paper Table 3): full RESD and RESD without reflection, without the
+playbook, and without the solution buffer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from resd.errors import UserError
+
+DEFAULT_METHODS = ("resd", "sdpo", "sdpo_ss", "grpo")
+
+ABLATION_SWITCHES: tuple[tuple[str, str], ...] = (
+    ("no_reflection", "RESD w/o reflection"),
+    ("no_playbook", "RESD w/o playbook"),
+    ("no_solution_buffer", "RESD w/o solution buffer"),
+)
+"""RESD Table 3: each row switches one teacher-prompt component off."""
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One compared variant: a method preset plus config values of its own."""
+
+    name: str
+    """Directory-safe name (`resd`, `resd-no_playbook`)."""
+    method: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    arm: Arm
+    seed: int
+    output_dir: Path
+
+
+def parse_methods(text: str) -> list[str]:
+    from resd.train.config import METHODS
+
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    if not methods:
+        raise UserError("--methods is empty; give a comma-separated list such as resd,sdpo,grpo")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise UserError(f"unknown method {unknown[0]!r} in --methods; choose from {', '.join(METHODS)}")
+    if len(set(methods)) != len(methods):
+        raise UserError(f"--methods lists a method twice: {text!r}")
+    return methods
+
+
+def build_arms(methods: list[str], ablations: bool) -> list[Arm]:
+    """The compared variants: the methods, or RESD and its three Table-3 ablations."""
+    if ablations:
+        return [Arm("resd", "resd")] + [Arm(f"resd-{key}", "resd", {key: True}) for key, _ in ABLATION_SWITCHES]
+    return [Arm(m, m) for m in methods]
+
+
+def plan(arms: list[Arm], seeds: list[int], out_dir: Path) -> list[PlannedRun]:
+    """Seed-major order, so an interrupted comparison already has every arm on the first seed."""
+    return [PlannedRun(arm, seed, out_dir / f"{arm.name}-seed{seed}") for seed in seeds for arm in arms]
+
+
+def make_config(run: PlannedRun, *, config_path: str | None, overrides: list[str], env: str | None,
+                model: str | None) -> Any:
+    """The RESDConfig of one planned run (preset < file < overrides < pinned values)."""
+    from resd.train.config import load_config
+
+    pinned: dict[str, Any] = {**run.arm.values, "seed": run.seed, "output_dir": str(run.output_dir)}
+    if env:
+        pinned["env"] = env
+    if model:
+        pinned["model"] = model
+    return load_config(config_path, overrides, method=run.arm.method, **pinned)
+
+
+def check_same_stream(configs: list[Any]) -> None:
+    """Refuse a comparison whose runs would not see the same prompts or be evaluated alike.
+
+    Only keys that define the data stream and the evaluation are compared; method presets may
+    differ in everything else (group size, teacher, loss).
+    """
+    keys = ("env", "env_options", "model", "batch_size", "shuffle", "train_limit", "max_batches", "max_steps",
+            "inner_updates", "eval_every", "eval_k", "eval_limit", "eval_at_start", "max_completion_length")
+    by_seed: dict[int, Any] = {}
+    for cfg in configs:
+        ref = by_seed.setdefault(cfg.seed, cfg)
+        for key in keys:
+            if getattr(cfg, key, None) != getattr(ref, key, None):
+                raise UserError(f"the {cfg.method} run and the {ref.method} run (seed {cfg.seed}) differ in "
+                                f"{key} ({getattr(cfg, key)!r} vs {getattr(ref, key)!r}); a comparison needs the "
+                                f"same data stream and evaluation, so set {key} in --config, not per method")
+
+
+def check_reusable(run_dir: Path, cfg: Any) -> None:
+    """A run directory left by an earlier compare may be reused only if it was made by the same
+    config; otherwise its results would silently stand in for the requested ones."""
+    import yaml
+
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.exists():
+        return
+    saved = yaml.safe_load(saved_path.read_text()) or {}
+    wanted = cfg.to_dict()
+    for key in sorted(set(saved) | set(wanted)):
+        if key in ("output_dir", "progress", "report_to"):
+            continue
+        if saved.get(key) != wanted.get(key):
+            raise UserError(f"{run_dir} was run with {key}={saved.get(key)!r}, this comparison wants "
+                            f"{wanted.get(key)!r}; pass a new --out folder (or delete {run_dir})")
+
+
+# Named so that the CLI's `run_<command>` lookup (cli.py) does not mistake it for the entry point.
+def compare_methods(*, methods: list[str], seeds: list[int], out_dir: Path, config_path: str | None = None,
+                overrides: list[str] | None = None, env: str | None = None, model: str | None = None,
+                ablations: bool = False, title: str | None = None) -> Any:
+    """Train every planned run that has not finished yet, then build the report. Returns it."""
+    from resd.report import build_report, load_run, table_markdown
+    from resd.train import RESDTrainer
+    from resd.train.checkpoint import find_checkpoint
+
+    planned = plan(build_arms(methods, ablations), seeds, out_dir)
+    configs = [make_config(r, config_path=config_path, overrides=list(overrides or []), env=env, model=model)
+               for r in planned]
+    check_same_stream(configs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    for i, (run, cfg) in enumerate(zip(planned, configs), start=1):
+        head = f"[{i}/{len(planned)}] {run.arm.name} seed {run.seed}"
+        check_reusable(run.output_dir, cfg)
+        if (run.output_dir / "summary.json").exists():
+            print(f"{head}: finished earlier, reusing {run.output_dir}", flush=True)
+            continue
+        resuming = find_checkpoint(run.output_dir / "checkpoints" / "latest") is not None
+        print(f"{head} -> {run.output_dir}{' (resuming)' if resuming else ''} "
+              f"({time.perf_counter() - started:.0f}s elapsed)", flush=True)
+        run_start = time.perf_counter()
+        trainer = RESDTrainer.from_run_dir(run.output_dir) if resuming else RESDTrainer(cfg)
+        trainer.train()
+        print(f"{head}: done in {time.perf_counter() - run_start:.0f}s", flush=True)
+
+    runs = [load_run(r.output_dir) for r in planned]
+    env_name = runs[0].env
+    report = build_report(runs, out_dir / "report",
+                          title or (f"RESD ablations on {env_name}" if ablations else f"resd comparison on {env_name}"))
+    k = next((int(e["k"]) for r in runs for e in r.evals if "k" in e), 4)
+    print()
+    print(table_markdown(report.rows, k))
+    print(f"\nreport: {report.markdown}\n        {report.html}")
+    return report
+
+
+# ----------------------------------------------------------------------------------------------
+# `resd compare`
+# ----------------------------------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--env", default=None, help="environment name (default: the config's env)")
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                        help=f"comma-separated methods (default: {','.join(DEFAULT_METHODS)})")
+    parser.add_argument("--seeds", type=int, default=1, help="number of seeds, 0..N-1 (default 1; the paper "
+                        "reports one run per method, use 3 for a spread)")
+    parser.add_argument("--seed-offset", type=int, default=0, help="first seed (default 0)")
+    parser.add_argument("--config", default=None, help="YAML config shared by every run (e.g. configs/demo.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for every run (repeatable), e.g. --set batch_size=8")
+    parser.add_argument("--model", default=None, help="model spec for every run (default: the config's model)")
+    parser.add_argument("--ablations", action="store_true",
+                        help="run RESD and its Table-3 ablations (w/o reflection / playbook / solution buffer) "
+                             "instead of --methods")
+    parser.add_argument("--out", default=None,
+                        help="output folder (default: runs/compare-<env>-<timestamp>); re-use it to resume")
+    parser.add_argument("--title", default=None, help="report title")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {args.seeds}")
+    methods = parse_methods(args.methods)
+    env_label = args.env or "config-env"
+    out = Path(args.out) if args.out else Path("runs") / f"compare-{env_label}-{time.strftime('%Y%m%d-%H%M%S')}"
+    seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
+    compare_methods(methods=methods, seeds=seeds, out_dir=out, config_path=args.config, overrides=args.overrides,
+                env=args.env, model=args.model, ablations=args.ablations, title=args.title)
+    return 0

@@ -1,0 +1,76 @@
+"""`resd compare`: arms, per-run configs on one data stream, and the error paths users hit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from resd.errors import UserError
+from resd.experiments import compare
+
+
+def test_methods_are_parsed_and_checked():
+    assert compare.parse_methods("resd, sdpo,grpo") == ["resd", "sdpo", "grpo"]
+    with pytest.raises(UserError, match="unknown method 'ppo'"):
+        compare.parse_methods("resd,ppo")
+    with pytest.raises(UserError, match="twice"):
+        compare.parse_methods("resd,resd")
+    with pytest.raises(UserError, match="empty"):
+        compare.parse_methods(" , ")
+
+
+def test_ablations_are_resd_with_one_component_off():
+    arms = compare.build_arms(["sdpo"], ablations=True)
+    assert [a.name for a in arms] == ["resd", "resd-no_reflection", "resd-no_playbook", "resd-no_solution_buffer"]
+    assert all(a.method == "resd" for a in arms)
+    assert [a.values for a in arms[1:]] == [{"no_reflection": True}, {"no_playbook": True},
+                                            {"no_solution_buffer": True}]
+
+
+def test_every_method_gets_its_preset_on_the_same_stream(tmp_path: Path):
+    cfg_file = tmp_path / "demo.yaml"
+    cfg_file.write_text(yaml.safe_dump({"env": "constraints", "batch_size": 4, "max_batches": 2,
+                                        "eval_every": 2, "learning_rate": 1e-5}))
+    planned = compare.plan(compare.build_arms(["resd", "sdpo", "grpo"], False), [0, 1], tmp_path / "cmp")
+    assert [(p.arm.name, p.seed) for p in planned][:3] == [("resd", 0), ("sdpo", 0), ("grpo", 0)]
+    configs = [compare.make_config(p, config_path=str(cfg_file), overrides=["eval_k=2"], env=None,
+                                   model="tiny-random") for p in planned]
+    compare.check_same_stream(configs)
+    by_name = {(c.method, c.seed): c for c in configs}
+    assert by_name[("resd", 0)].num_generations == 1
+    assert by_name[("grpo", 1)].num_generations == 8
+    assert by_name[("sdpo", 0)].teacher_update_rate == 0.05
+    for c in configs:
+        assert (c.batch_size, c.eval_every, c.eval_k, c.learning_rate, c.model) == (4, 2, 2, 1e-5, "tiny-random")
+        assert c.output_dir == str(tmp_path / "cmp" / f"{c.method}-seed{c.seed}")
+
+
+def test_a_stream_setting_that_differs_between_methods_is_refused(tmp_path: Path):
+    planned = compare.plan(compare.build_arms(["resd", "sdpo"], False), [0], tmp_path)
+    configs = [compare.make_config(p, config_path=None, overrides=[], env=None, model="tiny-random") for p in planned]
+    configs[1].batch_size = 7
+    with pytest.raises(UserError, match="differ in batch_size"):
+        compare.check_same_stream(configs)
+
+
+def test_cli_rejects_bad_arguments(capsys):
+    from resd.cli import main
+
+    assert main(["compare", "--methods", "resd,nope"]) == 2
+    assert "unknown method 'nope'" in capsys.readouterr().err
+    assert main(["compare", "--seeds", "0"]) == 2
+
+
+def test_a_finished_run_is_reused_only_with_the_same_config(tmp_path: Path):
+    from resd.train.config import save_config
+
+    planned = compare.plan(compare.build_arms(["resd"], False), [0], tmp_path)[0]
+    cfg = compare.make_config(planned, config_path=None, overrides=[], env=None, model="tiny-random")
+    planned.output_dir.mkdir(parents=True)
+    save_config(cfg, planned.output_dir / "config.yaml")
+    compare.check_reusable(planned.output_dir, cfg)  # same config: fine
+    other = compare.make_config(planned, config_path=None, overrides=["batch_size=3"], env=None, model="tiny-random")
+    with pytest.raises(UserError, match="was run with batch_size=32.*new --out"):
+        compare.check_reusable(planned.output_dir, other)
