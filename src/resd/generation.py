@@ -1,0 +1,248 @@
+"""Batched sampling from a chat model: the hot path shared by evaluation, training rollouts and the
+context engine's reflect/curate calls.
+
+Prompts are chat-templated, sorted by length (so a batch wastes little compute on padding),
+left-padded, generated in batches with `model.generate`, then put back in the caller's order.
+Sampling is plain temperature + nucleus (top-p) sampling as in the paper (§4.1: T=1.0, top-p 0.95);
+top-k filtering is switched off explicitly because transformers would otherwise apply top-k=50.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence, Union
+
+Message = dict[str, str]
+PromptLike = Union[str, Sequence[Message]]
+GenerateFn = Callable[..., list[str]]
+
+
+@dataclass
+class Rollout:
+    """One sampled completion.
+
+    text:           the completion decoded without special tokens.
+    prompt_ids:     the chat-templated prompt's token ids (no padding).
+    completion_ids: the generated token ids, no padding; ends with the EOS token when the model
+                    produced one (a trainer needs it to learn to stop).
+    truncated:      True when generation hit max_new_tokens without producing EOS.
+    """
+
+    text: str
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    truncated: bool
+
+
+def render_prompt(tokenizer: Any, prompt: PromptLike) -> str:
+    """The chat-templated text of one prompt, ending where the assistant's answer starts.
+
+    A plain string is sent as a single user message.
+    """
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    if not messages or not all(isinstance(m, dict) and "role" in m and "content" in m for m in messages):
+        raise ValueError(f"a prompt must be a string or a non-empty list of {{'role', 'content'}} dicts, got {prompt!r}")
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def encode_prompts(tokenizer: Any, prompts: Sequence[PromptLike]) -> list[list[int]]:
+    """Token ids of each chat-templated prompt.
+
+    The template already writes any BOS/special tokens it wants, so the tokenizer must not add
+    its own on top.
+    """
+    texts = [render_prompt(tokenizer, p) for p in prompts]
+    if not texts:
+        return []
+    return [list(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Every token id that ends a completion (the tokenizer's EOS plus the model's configured ones)."""
+    ids: list[int] = []
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for value in (tokenizer.eos_token_id, configured):
+        if value is None:
+            continue
+        for token in value if isinstance(value, (list, tuple)) else [value]:
+            if int(token) not in ids:
+                ids.append(int(token))
+    if not ids:
+        raise ValueError("neither the tokenizer nor the model defines an EOS token; generation could not stop")
+    return ids
+
+
+def _generation_config(
+    *, max_new_tokens: int, temperature: float, top_p: float, eos_ids: list[int], pad_id: int
+) -> Any:
+    from transformers import GenerationConfig
+
+    common: dict[str, Any] = dict(
+        max_new_tokens=max_new_tokens, eos_token_id=eos_ids, pad_token_id=pad_id, use_cache=True
+    )
+    if temperature <= 0:
+        return GenerationConfig(do_sample=False, **common)
+    return GenerationConfig(do_sample=True, temperature=temperature, top_p=top_p, top_k=0, **common)
+
+
+def _cut_at_eos(tokens: list[int], eos: set[int]) -> tuple[list[int], bool]:
+    """Generated tokens up to and including the first EOS, and whether there was none.
+
+    Everything after the first EOS is the padding `generate` adds to finished rows.
+    """
+    for i, token in enumerate(tokens):
+        if token in eos:
+            return tokens[: i + 1], False
+    return tokens, True
+
+
+def sample(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[PromptLike],
+    *,
+    n: int = 1,
+    max_new_tokens: int = 256,
+    temperature: float = 1.0,
+    top_p: float = 0.95,
+    batch_size: int = 8,
+    seed: int | None = None,
+    progress: str | None = None,
+) -> list[list[Rollout]]:
+    """Sample `n` completions for each prompt; result[i][j] is sample j of prompt i.
+
+    temperature 0 means greedy decoding (top_p is then ignored). With `seed`, the same inputs and
+    batch size give the same outputs, and the caller's global torch RNG is left untouched.
+    `progress` is a label for a tqdm bar (None = no bar).
+    """
+    import torch
+
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if temperature > 0 and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if not prompts:
+        return []
+
+    prompt_ids = encode_prompts(tokenizer, prompts)
+    # One job per (prompt, sample). Stable sort by prompt length so the n copies of a prompt, and
+    # prompts of similar length, share batches.
+    jobs = [(i, j) for i in range(len(prompts)) for j in range(n)]
+    jobs.sort(key=lambda job: len(prompt_ids[job[0]]), reverse=True)
+
+    eos_ids = eos_token_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
+    config = _generation_config(
+        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, eos_ids=eos_ids, pad_id=pad_id
+    )
+    device = next(model.parameters()).device
+    results: list[list[Rollout | None]] = [[None] * n for _ in prompts]
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(jobs), desc=progress, unit="sample", dynamic_ncols=True)
+
+    was_training = model.training
+    model.eval()
+    generated_tokens, started = 0, time.perf_counter()
+    eos_set = set(eos_ids)
+    try:
+        # A seeded call runs under a forked RNG: reproducible, and the caller's stream is untouched.
+        # An unseeded call must advance the global stream, or two calls would sample the same.
+        rng = torch.random.fork_rng(devices=_rng_devices(device)) if seed is not None else nullcontext()
+        with rng, torch.inference_mode():
+            if seed is not None:
+                torch.manual_seed(seed)
+            for start in range(0, len(jobs), batch_size):
+                batch = jobs[start : start + batch_size]
+                rows = [prompt_ids[i] for i, _ in batch]
+                input_ids, attention_mask = _left_pad(rows, pad_id, device)
+                extra = {"stopping_criteria": [_StepTicker(bar, max_new_tokens)]} if bar is not None else {}
+                output = model.generate(
+                    input_ids=input_ids, attention_mask=attention_mask, generation_config=config, **extra
+                )
+                new_tokens = output[:, input_ids.shape[1] :].tolist()
+                for (i, j), tokens in zip(batch, new_tokens):
+                    completion, truncated = _cut_at_eos(tokens, eos_set)
+                    generated_tokens += len(completion)
+                    results[i][j] = Rollout(
+                        text=tokenizer.decode(completion, skip_special_tokens=True),
+                        prompt_ids=list(prompt_ids[i]),
+                        completion_ids=completion,
+                        truncated=truncated,
+                    )
+                if bar is not None:
+                    bar.update(len(batch))
+                    elapsed = max(time.perf_counter() - started, 1e-9)
+                    bar.set_postfix(tok_per_s=f"{generated_tokens / elapsed:.0f}", refresh=False)
+    finally:
+        if bar is not None:
+            bar.close()
+        if was_training:
+            model.train()
+    return [[r for r in row if r is not None] for row in results]
+
+
+class _StepTicker:
+    """A stopping criterion that never stops: it shows the decoding step of the current batch on
+    the progress bar, so a slow batch (long prompts on a CPU) is visibly alive."""
+
+    def __init__(self, bar: Any, max_new_tokens: int):
+        self.bar, self.max_new_tokens, self.step, self.shown = bar, max_new_tokens, 0, 0.0
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        self.step += 1
+        now = time.perf_counter()
+        if now - self.shown >= 1.0:
+            self.shown = now
+            self.bar.set_postfix(batch_step=f"{self.step}/{self.max_new_tokens}", refresh=True)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+def _rng_devices(device: Any) -> list[Any]:
+    # fork_rng saves/restores the CPU generator always; list the accelerator only when used.
+    return [device] if getattr(device, "type", "cpu") == "cuda" else []
+
+
+def _left_pad(rows: list[list[int]], pad_id: int, device: Any) -> tuple[Any, Any]:
+    import torch
+
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for k, row in enumerate(rows):
+        if row:
+            input_ids[k, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            attention_mask[k, width - len(row) :] = 1
+    return input_ids.to(device), attention_mask.to(device)
+
+
+def make_generate_fn(model: Any, tokenizer: Any, batch_size: int = 8, *, top_p: float = 0.95) -> GenerateFn:
+    """The `generate(prompts, max_new_tokens, temperature) -> list[str]` callable the context
+    engine uses: one completion per prompt, strings sent as a single user message, temperature 0
+    = greedy. Uses the global torch RNG, so seed torch once to make a whole run reproducible."""
+
+    def generate(prompts: Sequence[PromptLike], max_new_tokens: int = 256, temperature: float = 1.0) -> list[str]:
+        rollouts = sample(
+            model,
+            tokenizer,
+            list(prompts),
+            n=1,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            batch_size=batch_size,
+        )
+        return [row[0].text for row in rollouts]
+
+    return generate

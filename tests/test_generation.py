@@ -1,0 +1,145 @@
+"""Batched sampling: order, padding, EOS handling, seeds and the context engine's generate callable."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from resd.generation import Rollout, encode_prompts, make_generate_fn, sample
+from resd.models import chain_model, tiny_model
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_model(seed=0)
+
+
+def user(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+def test_greedy_output_is_exact_with_mixed_lengths_eos_and_truncation():
+    model, tokenizer = chain_model()
+    eos = tokenizer.eos_token_id
+    # Prompts of different lengths and different distances to EOS share one batch, so left
+    # padding and the post-EOS padding of early finishers are both exercised.
+    rows = sample(model, tokenizer, [user("xa"), user("f"), user("zzzzzzc"), user("h")],
+                  max_new_tokens=20, temperature=0, batch_size=4)
+    assert [r[0].text for r in rows] == ["bcdefgh", "gh", "defgh", ""]
+    assert all(not r[0].truncated for r in rows)
+    assert all(r[0].completion_ids[-1] == eos and r[0].completion_ids.count(eos) == 1 for r in rows)
+    assert rows[3][0].completion_ids == [eos]
+    assert rows[0][0].prompt_ids == tokenizer("xa", add_special_tokens=False)["input_ids"]
+
+    short = sample(model, tokenizer, [user("a")], max_new_tokens=3, temperature=0)
+    assert short[0][0].text == "bcd" and short[0][0].truncated and eos not in short[0][0].completion_ids
+
+
+def test_batch_size_does_not_change_greedy_results():
+    model, tokenizer = chain_model()
+    prompts = [user(p) for p in ["a", "qqqqqqqqqqqqd", "ff", "b", "xyzc", "e"]]
+    one = sample(model, tokenizer, prompts, max_new_tokens=10, temperature=0, batch_size=1)
+    many = sample(model, tokenizer, prompts, max_new_tokens=10, temperature=0, batch_size=4)
+    assert [r[0].completion_ids for r in one] == [r[0].completion_ids for r in many]
+
+
+def test_left_padding_keeps_positions_right():
+    # The random tiny model attends and uses rotary positions, so wrong padding or position ids
+    # would change its greedy output when a short prompt is batched with a long one.
+    model, tokenizer = tiny_model(seed=0)
+    with torch.no_grad():  # sharpen the random weights: at init scale every prompt gets the same answer
+        for name, param in model.named_parameters():
+            if "norm" not in name:
+                param.mul_(5)
+    prompts = [user("hi"), user("a considerably longer prompt that forces padding on the short one"), user("mid size")]
+    alone = [sample(model, tokenizer, [p], max_new_tokens=12, temperature=0)[0][0].completion_ids for p in prompts]
+    assert len({tuple(ids) for ids in alone}) == 3  # the prompt matters, so padding mistakes would show
+    batched = sample(model, tokenizer, prompts, max_new_tokens=12, temperature=0, batch_size=3)
+    assert [row[0].completion_ids for row in batched] == alone
+
+
+def test_result_shape_and_order_with_n_samples(tiny):
+    model, tokenizer = tiny
+    prompts = [user("one"), user("a much longer prompt than the others, to move it in the sort"), "plain string"]
+    rows = sample(model, tokenizer, prompts, n=3, max_new_tokens=5, batch_size=4, seed=0)
+    assert len(rows) == 3 and all(len(row) == 3 for row in rows)
+    expected_ids = encode_prompts(tokenizer, prompts)
+    for row, ids in zip(rows, expected_ids):
+        for rollout in row:
+            assert isinstance(rollout, Rollout)
+            assert rollout.prompt_ids == ids  # results come back in the caller's order
+            assert 1 <= len(rollout.completion_ids) <= 5
+            assert rollout.truncated == (tokenizer.eos_token_id not in rollout.completion_ids)
+            assert rollout.text == tokenizer.decode(rollout.completion_ids, skip_special_tokens=True)
+
+
+def test_prompts_are_chat_templated_without_extra_special_tokens(tiny):
+    _, tokenizer = tiny
+    ids = encode_prompts(tokenizer, [user("hi")])[0]
+    assert tokenizer.decode(ids) == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_seed_reproduces_and_does_not_touch_the_global_rng(tiny):
+    model, tokenizer = tiny
+    prompts = [user("hello"), user("world")]
+    torch.manual_seed(7)
+    expected_next = torch.rand(1)
+    torch.manual_seed(7)
+    a = sample(model, tokenizer, prompts, n=2, max_new_tokens=8, seed=11)
+    assert torch.equal(torch.rand(1), expected_next)
+    b = sample(model, tokenizer, prompts, n=2, max_new_tokens=8, seed=11)
+    c = sample(model, tokenizer, prompts, n=2, max_new_tokens=8, seed=12)
+    ids = lambda rows: [[r.completion_ids for r in row] for row in rows]  # noqa: E731
+    assert ids(a) == ids(b)
+    assert ids(a) != ids(c)
+
+
+def test_unseeded_calls_advance_the_rng(tiny):
+    model, tokenizer = tiny
+    torch.manual_seed(0)
+    first = sample(model, tokenizer, [user("x")], n=4, max_new_tokens=8)
+    second = sample(model, tokenizer, [user("x")], n=4, max_new_tokens=8)
+    assert [r.completion_ids for r in first[0]] != [r.completion_ids for r in second[0]]
+
+
+def test_greedy_needs_no_seed_and_repeats(tiny):
+    model, tokenizer = tiny
+    a = sample(model, tokenizer, [user("x")], n=2, max_new_tokens=8, temperature=0)
+    b = sample(model, tokenizer, [user("x")], n=2, max_new_tokens=8, temperature=0)
+    assert a[0][0].completion_ids == a[0][1].completion_ids == b[0][0].completion_ids
+
+
+def test_training_mode_is_restored(tiny):
+    model, tokenizer = tiny
+    model.train()
+    try:
+        sample(model, tokenizer, [user("x")], max_new_tokens=2)
+        assert model.training
+    finally:
+        model.eval()
+
+
+def test_progress_bar_uses_the_label(tiny, capsys):
+    model, tokenizer = tiny
+    sample(model, tokenizer, [user("x"), user("y")], max_new_tokens=2, progress="rollouts")
+    assert "rollouts" in capsys.readouterr().err
+
+
+def test_bad_arguments(tiny):
+    model, tokenizer = tiny
+    assert sample(model, tokenizer, []) == []
+    with pytest.raises(ValueError, match="n must be"):
+        sample(model, tokenizer, [user("x")], n=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        sample(model, tokenizer, [user("x")], batch_size=0)
+    with pytest.raises(ValueError, match="top_p"):
+        sample(model, tokenizer, [user("x")], top_p=0)
+    with pytest.raises(ValueError, match="prompt must be"):
+        sample(model, tokenizer, [[{"text": "no role"}]])
+
+
+def test_make_generate_fn_accepts_strings_and_messages():
+    model, tokenizer = chain_model()
+    generate = make_generate_fn(model, tokenizer, batch_size=2)
+    assert generate(["e", user("zb"), "?"], 10, 0.0) == ["fgh", "cdefgh", ""]
+    assert generate(["a"], 2, 0.0) == ["bc"]
