@@ -1,0 +1,431 @@
+"""`RESDConfig`: every knob of a training run, with the paper's defaults (SPEC §1, paper App. G).
+
+Field names follow TRL's `SDPOConfig` where the two overlap (`learning_rate`, `num_generations`,
+`distillation_alpha`, `teacher_update_rate`, ...), so users coming from TRL read them at once.
+
+A config is built in layers, later layers win:
+    dataclass defaults < method preset (`methods.py`) < YAML file(s) < `key=value` overrides.
+YAML files may name another file under `base:` (resolved relative to the including file), which is
+how the paper presets in `configs/<task>/<method>.yaml` stay a few lines each.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from resd.context import ContextConfig
+from resd.errors import UserError
+
+METHODS = ("resd", "sdpo", "sdpo_ss", "rosd", "grpo")
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapters through PEFT; the EMA teacher then tracks the adapter weights only."""
+
+    r: int = 16
+    """Adapter rank."""
+    alpha: int = 32
+    """LoRA scaling numerator (effective scale alpha / r)."""
+    dropout: float = 0.0
+    """Dropout on the adapter input (0 keeps student and teacher forwards deterministic)."""
+    target_modules: list[str] | str = "all-linear"
+    """Module names to adapt, or "all-linear" (PEFT's shortcut for every linear layer but the head)."""
+
+
+@dataclass
+class RESDConfig:
+    """One training run: method, task, model, data stream, optimiser, distillation and context."""
+
+    # --- what to train -----------------------------------------------------------------------
+    method: Literal["resd", "sdpo", "sdpo_ss", "rosd", "grpo"] = "resd"
+    """Training method; its preset (methods.py) sets the defaults that tell the methods apart."""
+    env: str = "constraints"
+    """Environment name (`resd envs` lists them) or 'module:Class'."""
+    env_options: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments passed to the environment's constructor."""
+    model: str = "smollm2-135m"
+    """Model spec: Hugging Face id, local directory, .gguf file, or alias (smollm2-135m, tiny-random)."""
+    dtype: str | None = None
+    """Model dtype ("float32", "bfloat16", ...); None keeps the loader's default."""
+    seed: int = 0
+    """Seed for data order, sampling, context-engine randomness and initialisation."""
+    output_dir: str | None = None
+    """Run directory; None = runs/<method>-<env>-seed<seed>-<timestamp>."""
+
+    # --- data stream (SPEC §1: one pass, each prompt seen in one batch) --------------------------
+    batch_size: int = 32
+    """Prompts per batch (paper: 32)."""
+    shuffle: bool = True
+    """Shuffle the training prompts once (seeded) before the single pass."""
+    train_limit: int | None = None
+    """Use only the first N training prompts (after shuffling); None = all."""
+    max_batches: int | None = None
+    """Stop after this many batches; None = the whole pass."""
+    max_steps: int | None = None
+    """Stop after this many policy updates in total; None = no limit."""
+
+    # --- inner loop ------------------------------------------------------------------------------
+    inner_updates: int = 4
+    """K: update iterations per batch on the same prompts, each re-generating (paper: 4)."""
+    min_updates: int = 1
+    """With early_stop, always run at least this many iterations per batch."""
+    early_stop: bool = False
+    """Leave the inner loop early when every sample succeeded or the batch reward did not improve."""
+
+    # --- rollout -------------------------------------------------------------------------------
+    num_generations: int = 1
+    """N: samples per prompt (RESD 1; SDPO, ROSD and GRPO groups of 8)."""
+    temperature: float = 1.0
+    """Sampling temperature for rollouts; the student and teacher log-probs use the same."""
+    top_p: float = 0.95
+    """Nucleus sampling for rollouts."""
+    max_completion_length: int = 256
+    """Maximum new tokens per rollout."""
+    max_prompt_length: int = 1024
+    """Longest student prompt in tokens; longer prompts are an error naming the task."""
+    generation_batch_size: int = 8
+    """Sequences generated together (memory vs speed)."""
+
+    # --- optimiser -----------------------------------------------------------------------------
+    learning_rate: float = 1e-6
+    """AdamW learning rate (paper: 1e-6)."""
+    warmup_steps: int = 10
+    """Linear warm-up steps, then constant (paper: 10)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    adam_beta1: float = 0.9
+    """AdamW beta1."""
+    adam_beta2: float = 0.999
+    """AdamW beta2."""
+    max_grad_norm: float | None = 1.0
+    """Gradient-norm clip; None disables it."""
+    micro_batch_size: int = 4
+    """Sequences per forward/backward (gradient accumulation within one optimiser step)."""
+    gradient_checkpointing: bool = False
+    """Trade compute for memory in the student forward."""
+
+    # --- self-distillation loss (SPEC §1.6) ------------------------------------------------------
+    distillation_mode: Literal["topk_logits", "full_logits", "sampled_token"] = "topk_logits"
+    """Support of the divergence: student's top-k + tail, full vocabulary, or the sampled token only."""
+    distillation_alpha: float = 1.0
+    """0 forward KL(teacher||student), 1 reverse KL (paper default), otherwise generalised JSD."""
+    distillation_topk: int = 100
+    """k of the top-k support (paper: 100)."""
+    distillation_add_tail: bool = True
+    """Add the tail bucket log(1 - sum top-k p); False renormalises the top-k."""
+    ratio_min: float | None = 0.2
+    """eps_min: teacher log-probs clamped to >= log p_s + log eps_min (paper: 0.2)."""
+    ratio_max: float | None = None
+    """eps_max: teacher log-probs clamped to <= log p_s + log eps_max (paper: none; Manufactoria 5)."""
+    is_clip: float = 2.0
+    """Importance-weight cap min(pi/pi_old, clip) for off-policy tokens. Every inner iteration
+    re-generates before its single optimiser step, so our updates are on-policy and the weight
+    is exactly 1; the value is kept for parity with SDPO configs."""
+    rebalance: bool = False
+    """Success-rate rebalancing of sample weights (App. B; paper: BouncingSim-Easy and FiNER)."""
+    rebalance_a: float = 1.0
+    """Exponent a: successes weigh (1 - s)^a."""
+    rebalance_b: float = 1.0
+    """Exponent b: failures weigh s^b."""
+    success_reward_threshold: float = 1.0
+    """A sample succeeded when its reward >= this (tau)."""
+
+    # --- teacher (SPEC §1.4-1.5) --------------------------------------------------------------------
+    teacher_update_rate: float = 1e-4
+    """eta: teacher <- (1 - eta) teacher + eta student after each update (RESD 1e-4, SDPO 0.05, 0 frozen)."""
+    template: str = "resd"
+    """Teacher-prompt template name (resd, resd-manufactoria, resd-bouncingsim, resd-finer, sdpo, rosd) or a .txt path."""
+    max_teacher_prompt_length: int = 4096
+    """Teacher prompts longer than this are shortened (longest slot first, never the instruction)."""
+    include_environment_feedback: bool = True
+    """Put the environment's feedback in the teacher prompt."""
+    include_previous_trial: bool = True
+    """Put the student's own response (the previous trial) in the teacher prompt."""
+    use_peer_solution: bool = True
+    """With N > 1, a successful response of the same prompt's group is the teacher's solution."""
+    dont_reprompt_on_self_success: bool = False
+    """Never show a sample its own success as the solution, nor distil a success without one (SDPO)."""
+    environment_feedback_only_without_solution: bool = False
+    """Drop the feedback when a solution is shown (SDPO's behaviour)."""
+    no_reflection: bool = False
+    """Ablation: leave the reflection out of the teacher prompt."""
+    no_playbook: bool = False
+    """Ablation: no playbook (no curation, no playbook slot)."""
+    no_solution_buffer: bool = False
+    """Ablation: never show a buffered solution from an earlier step."""
+    use_context: bool = True
+    """Run the context engine (reflection, curation, playbook, solution buffer); RESD only."""
+    error_suffix_mask: bool = False
+    """ROSD: a greedy reflector quotes the first error; distil only from that token on."""
+    reflection_max_new_tokens: int = 256
+    """ROSD reflector's token budget."""
+
+    # --- GRPO baseline ------------------------------------------------------------------------------
+    grpo_epsilon_low: float = 0.2
+    """Lower clip of the policy ratio."""
+    grpo_epsilon_high: float = 0.28
+    """Upper clip of the policy ratio (DAPO's clip-higher, as in the SDPO baseline)."""
+    grpo_scale_rewards: Literal["none", "group"] = "none"
+    """Advantage scaling: "none" (Dr. GRPO, as in the SDPO repo's baseline) or divide by group std."""
+
+    # --- context engine (SPEC §1.3, §2) -----------------------------------------------------------
+    context: ContextConfig = field(default_factory=ContextConfig)
+    """Playbook, reflection, curation and solution-buffer settings (resd.context.ContextConfig)."""
+
+    # --- evaluation, logging, checkpoints -------------------------------------------------------------
+    do_eval: bool = True
+    """Evaluate on the test split at all (false: train only, no checkpoint selection)."""
+    eval_every: int | None = 4
+    """Evaluate every N policy updates (and before the first and after the last); None = start and end only."""
+    eval_k: int = 4
+    """Samples per test task (mean@k / best@k; paper: 4)."""
+    eval_limit: int | None = None
+    """Evaluate on the first N test tasks; None = all."""
+    eval_max_new_tokens: int | None = None
+    """Token budget for evaluation samples; None = max_completion_length."""
+    eval_at_start: bool = True
+    """Evaluate the initial model (step 0)."""
+    checkpoint_every: int = 1
+    """Write RUN/checkpoints/latest every N policy updates (resume granularity)."""
+    keep_eval_checkpoints: bool = False
+    """Keep the weights saved at every evaluation (otherwise only the rank-selected one survives)."""
+    report_to: list[str] = field(default_factory=list)
+    """Trackers for metrics besides metrics.jsonl: tensorboard, wandb, trackio, ... (accelerate)."""
+    progress: bool = True
+    """Show progress bars."""
+
+    # --- parameter-efficient fine-tuning -----------------------------------------------------------
+    lora: LoraSettings | None = None
+    """LoRA settings; None = full fine-tuning."""
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    @property
+    def distills(self) -> bool:
+        """All methods but GRPO learn by self-distillation."""
+        return self.method != "grpo"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML/JSON-safe values (tuples become lists)."""
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def validate(cfg: RESDConfig) -> None:
+    """Value checks that types alone cannot express; each names the key and a valid value."""
+    checks: list[tuple[bool, str]] = [
+        (cfg.method in METHODS, f"method={cfg.method!r}: choose one of {', '.join(METHODS)}"),
+        (cfg.batch_size >= 1, "batch_size must be >= 1"),
+        (cfg.inner_updates >= 1, "inner_updates (K) must be >= 1"),
+        (1 <= cfg.min_updates, "min_updates must be >= 1"),
+        (cfg.num_generations >= 1, "num_generations (N) must be >= 1"),
+        (cfg.temperature >= 0, "temperature must be >= 0"),
+        (0 < cfg.top_p <= 1, "top_p must be in (0, 1]"),
+        (cfg.max_completion_length >= 1, "max_completion_length must be >= 1"),
+        (cfg.learning_rate > 0, "learning_rate must be > 0"),
+        (cfg.warmup_steps >= 0, "warmup_steps must be >= 0"),
+        (cfg.micro_batch_size >= 1, "micro_batch_size must be >= 1"),
+        (0 <= cfg.distillation_alpha <= 1, "distillation_alpha must be in [0, 1]"),
+        (cfg.distillation_topk >= 1, "distillation_topk must be >= 1"),
+        (cfg.ratio_min is None or cfg.ratio_min > 0, "ratio_min must be > 0 or null"),
+        (cfg.ratio_max is None or cfg.ratio_max > 0, "ratio_max must be > 0 or null"),
+        (0 <= cfg.teacher_update_rate <= 1, "teacher_update_rate (eta) must be in [0, 1]"),
+        (cfg.eval_k >= 1, "eval_k must be >= 1"),
+        (cfg.eval_every is None or cfg.eval_every >= 1, "eval_every must be >= 1 or null"),
+        (cfg.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
+        (cfg.distillation_mode != "sampled_token" or cfg.distillation_alpha == 1.0,
+         "distillation_mode=sampled_token estimates the reverse KL only: set distillation_alpha=1"),
+        (cfg.method != "grpo" or cfg.num_generations >= 2,
+         "method=grpo needs num_generations >= 2 (group-relative advantages)"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(f"bad config: {message}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading: YAML (+ base includes) and key=value overrides, with typed validation.
+# ----------------------------------------------------------------------------------------------
+
+
+def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a config file, merging the file named by its `base:` key underneath it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {str(path)!r} not found (see configs/ for presets)")
+    resolved = path.resolve()
+    if resolved in _seen:
+        raise UserError(f"config {str(path)!r} includes itself through `base:`")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"config {str(path)!r} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise UserError(f"config {str(path)!r} must be a mapping of key: value")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    base_path = (path.parent / str(base)) if not Path(str(base)).is_absolute() else Path(str(base))
+    return deep_merge(read_yaml(base_path, (*_seen, resolved)), data)
+
+
+def deep_merge(low: dict[str, Any], high: dict[str, Any]) -> dict[str, Any]:
+    """`high` wins; nested mappings merge key by key (so `context: {max_entries: 5}` keeps the rest)."""
+    out = dict(low)
+    for key, value in high.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "env_options":
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """`["a.b=3", "c=[x, y]"]` -> `{"a": {"b": 3}, "c": ["x", "y"]}` with YAML-typed values."""
+    out: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UserError(f"override {item!r} is not key=value (e.g. learning_rate=1e-5 or context.max_entries=50)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise UserError(f"override {item!r}: value is not valid YAML ({exc})") from exc
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"override {item!r} conflicts with another override of {part!r}")
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, *,
+                method: str | None = None, **values: Any) -> RESDConfig:
+    """Build a RESDConfig from a YAML file, `key=value` overrides and keyword values.
+
+    The method is decided first (keyword > override > YAML > "resd") so that its preset can sit
+    underneath everything the user wrote.
+    """
+    from resd.train.methods import method_defaults
+
+    data: dict[str, Any] = read_yaml(path) if path is not None else {}
+    data = deep_merge(data, parse_overrides(list(overrides or [])))
+    data = deep_merge(data, values)
+    if method is not None:
+        data["method"] = method
+    chosen = data.get("method", "resd")
+    if chosen not in METHODS:
+        raise UserError(f"bad config: method={chosen!r}: choose one of {', '.join(METHODS)}")
+    merged = deep_merge(method_defaults(chosen), data)
+    return build_dataclass(RESDConfig, merged, prefix="")
+
+
+def config_from_dict(data: dict[str, Any]) -> RESDConfig:
+    """Rebuild a config saved with `to_dict` (RUN/config.yaml) exactly, with no preset applied."""
+    return build_dataclass(RESDConfig, data, prefix="")
+
+
+def build_dataclass(cls: type, data: dict[str, Any], *, prefix: str) -> Any:
+    """Instantiate `cls` from a mapping, checking names and types; errors name the dotted key."""
+    if not isinstance(data, dict):
+        raise UserError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        raise UserError(f"unknown config key {prefix + unknown[0]!r}; valid keys: {', '.join(sorted(fields))}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(value, hints[name], prefix + name)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a nested dataclass rejecting something we could not foresee
+        raise UserError(f"bad config under {prefix.rstrip('.') or 'top level'}: {exc}") from exc
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against annotation `tp`; ints are accepted for floats, nested dicts built."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except UserError as exc:
+                errors.append(str(exc))
+        raise UserError(f"config key {key!r}: {value!r} is not a valid {_type_name(tp)}")
+    if origin is Literal:
+        if value not in args:
+            raise UserError(f"config key {key!r}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        return build_dataclass(tp, value if value is not None else {}, prefix=key + ".")
+    if origin is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise UserError(f"config key {key!r}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)] if args else value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"config key {key!r}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"config key {key!r}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"config key {key!r}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            # YAML reads "1e-6" (no dot) as a string; accept numeric strings for floats.
+            if isinstance(value, str):
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+            raise UserError(f"config key {key!r}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise UserError(f"config key {key!r}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def save_config(cfg: RESDConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

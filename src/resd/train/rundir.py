@@ -1,0 +1,133 @@
+"""The run directory written by `resd train` (reports and `--resume` read it):
+
+    RUN/config.yaml                 resolved config (RESDConfig.to_dict)
+    RUN/metrics.jsonl               one line per policy update
+    RUN/eval.jsonl                  one line per evaluation
+    RUN/summary.json                method, env, seed, model, selected_step, selected, final
+    RUN/playbooks/step_NNNNNN.json  context state (playbook + buffer) after each update
+    RUN/checkpoints/latest/         everything --resume needs (see checkpoint.py)
+    RUN/checkpoints/eval/step_NNNNNN/  weights at each evaluation (pruned to the selected one)
+    RUN/checkpoints/selected/       the rank-sum selected weights (Hugging Face / PEFT directory)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe numbers (NaN/inf become null) so every line parses in any JSON reader."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(_clean(data), indent=2, default=str))
+    os.replace(tmp, path)
+
+
+class RunDir:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    # paths ------------------------------------------------------------------------------------------
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def evals(self) -> Path:
+        return self.root / "eval.jsonl"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def playbooks(self) -> Path:
+        return self.root / "playbooks"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def latest(self) -> Path:
+        return self.checkpoints / "latest"
+
+    @property
+    def selected(self) -> Path:
+        return self.checkpoints / "selected"
+
+    def eval_weights(self, step: int) -> Path:
+        return self.checkpoints / "eval" / f"step_{step:06d}"
+
+    def create(self) -> None:
+        for d in (self.root, self.playbooks, self.checkpoints):
+            d.mkdir(parents=True, exist_ok=True)
+
+    # writers ----------------------------------------------------------------------------------------
+    def append(self, path: Path, record: dict[str, Any]) -> None:
+        with path.open("a") as f:
+            f.write(json.dumps(_clean(record), default=str) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def log_metrics(self, record: dict[str, Any]) -> None:
+        self.append(self.metrics, record)
+
+    def log_eval(self, record: dict[str, Any]) -> None:
+        self.append(self.evals, record)
+
+    def snapshot_playbook(self, step: int, state: dict[str, Any]) -> None:
+        write_json_atomic(self.playbooks / f"step_{step:06d}.json", state)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        write_json_atomic(self.summary, summary)
+
+    # resume -----------------------------------------------------------------------------------------
+    @staticmethod
+    def read_jsonl(path: Path) -> list[dict[str, Any]]:
+        if not path.exists():
+            return []
+        rows = []
+        for line in path.read_text().splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line cut by a kill: everything after it is from the lost step
+        return rows
+
+    def truncate_after(self, step: int) -> None:
+        """Drop log lines and snapshots from steps after the checkpoint (they will be redone)."""
+        for path in (self.metrics, self.evals):
+            rows = [r for r in self.read_jsonl(path) if int(r.get("step", 0)) <= step]
+            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            os.replace(tmp, path)
+        for snap in self.playbooks.glob("step_*.json"):
+            if int(snap.stem.split("_")[1]) > step:
+                snap.unlink()
+        eval_dir = self.checkpoints / "eval"
+        if eval_dir.exists():
+            for d in eval_dir.glob("step_*"):
+                if int(d.name.split("_")[1]) > step:
+                    shutil.rmtree(d, ignore_errors=True)

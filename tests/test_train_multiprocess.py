@@ -1,0 +1,127 @@
+"""Several processes (`accelerate launch --num_processes 2 --cpu`): the smoke loop runs, every
+rank holds the same playbook, and one update gives the same loss and weights as one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+TOY_ENV = '''
+from resd.envs import Environment, Outcome, Task
+
+class LetterEnv(Environment):
+    name = "mp-letters"
+
+    def tasks(self, split):
+        n = 8 if split == "train" else 2
+        return [Task(id=f"{split}-{i}", prompt=[{"role": "user", "content": f"Write a word with {'aeo'[i % 3]} ({i})."}],
+                     meta={"letter": "aeo"[i % 3]}) for i in range(n)]
+
+    def score(self, task, completion):
+        ok = task.meta["letter"] in completion
+        return Outcome(reward=float(ok), acc=float(ok), passed=[ok], feedback="" if ok else "no letter " + task.meta["letter"])
+'''
+
+# One policy update on fixed, hand-made samples (5 of them: with 2 ranks and micro-batches of 2,
+# rank 1 runs one real and one zero-weight padding micro-batch), then print loss and weights.
+UPDATE_SCRIPT = '''
+import json, sys, torch
+from resd.train import load_config
+from resd.train.trainer import RESDTrainer
+
+cfg = load_config(sys.argv[1], [f"output_dir={sys.argv[2]}"])
+trainer = RESDTrainer(cfg)
+trainer._setup()
+tok = trainer.tokenizer
+gen = torch.Generator().manual_seed(0)
+items = []
+for i in range(5):
+    prompt = tok(f"<|im_start|>user\\nWrite a word with a ({i}).<|im_end|>\\n<|im_start|>assistant\\n")["input_ids"]
+    teacher = tok(f"<|im_start|>user\\nWrite a word with a ({i}). Hint: use the letter a.<|im_end|>\\n<|im_start|>assistant\\n")["input_ids"]
+    completion = torch.randint(3, len(tok), (3 + 2 * i,), generator=gen).tolist()
+    items.append({"prompt": prompt, "completion": completion, "teacher": teacher,
+                  "mask": [1.0] * len(completion), "weight": [0.5, 1.5, 1.0, 0.8, 1.2][i]})
+times = {"teacher_forward": 0.0, "student_step": 0.0}
+# A teacher that differs from the student, so the loss is not ~0.
+with torch.no_grad():
+    for p in trainer.teacher.model.parameters():
+        p.add_(0.05 * torch.randn(p.shape, generator=gen))
+out = trainer._apply_update(items, times, kind="distill")
+if trainer.main:
+    weights = torch.cat([p.detach().flatten() for p in trainer.student.parameters()])
+    print("RESULT " + json.dumps({"loss": out["loss"], "tokens": out["distill_tokens"], "grad_norm": out["grad_norm"],
+                                   "weights": weights[:2000].tolist()}))
+'''
+
+
+def _setup(tmp_path: Path) -> dict:
+    (tmp_path / "mp_toyenv.py").write_text(TOY_ENV)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def _config(tmp_path: Path, **extra) -> Path:
+    cfg = {"method": "resd", "env": "mp_toyenv:LetterEnv", "model": "tiny-random", "batch_size": 4, "max_batches": 1,
+           "inner_updates": 2, "max_completion_length": 8, "learning_rate": 1e-3, "warmup_steps": 0,
+           "micro_batch_size": 2, "progress": False, "max_teacher_prompt_length": 1024, "do_eval": False,
+           "context": {"reflection_max_new_tokens": 8, "curation_max_new_tokens": 8}, **extra}
+    path = tmp_path / "mp.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _accelerate() -> list[str]:
+    exe = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
+    if exe is None:
+        pytest.skip("accelerate launcher not installed")
+    # On a CPU-only machine `--multi_gpu` is what makes accelerate start 2 processes (via torchrun);
+    # `--cpu` alone runs one process unless given an MPI hostfile. The trainer asks accelerate
+    # for a CPU (gloo) process group when there is no GPU.
+    return [exe, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no"]
+
+
+@pytest.mark.slow
+def test_two_process_smoke_run_keeps_the_playbook_identical(tmp_path):
+    env = _setup(tmp_path)
+    run = tmp_path / "run"
+    proc = subprocess.run([*_accelerate(), "-m", "resd.cli", "train", "--config", str(_config(tmp_path)),
+                           "--output-dir", str(run)], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert [r["rollouts"] for r in rows] == [4, 8]  # 4 prompts sharded over 2 ranks, gathered
+    assert all(r["context/ranks_identical"] == 1.0 for r in rows)
+    assert (run / "checkpoints/latest/context.json").exists()
+
+
+@pytest.mark.slow
+def test_two_process_update_matches_one_process(tmp_path):
+    env = _setup(tmp_path)
+    config = _config(tmp_path)
+    script = tmp_path / "update.py"
+    script.write_text(UPDATE_SCRIPT)
+
+    def result(cmd: list[str], out: Path) -> dict:
+        proc = subprocess.run([*cmd, str(script), str(config), str(out)], env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
+        return json.loads(line[len("RESULT "):])
+
+    single = result([sys.executable], tmp_path / "one")
+    double = result(_accelerate(), tmp_path / "two")
+    assert single["tokens"] == double["tokens"] == sum(3 + 2 * i for i in range(5))
+    assert single["loss"] > 0
+    assert double["loss"] == pytest.approx(single["loss"], rel=1e-5)
+    assert double["grad_norm"] == pytest.approx(single["grad_norm"], rel=1e-4)
+    assert double["weights"] == pytest.approx(single["weights"], abs=1e-6)
