@@ -71,6 +71,20 @@ def stream_order(task_ids: list[str], *, seed: int, shuffle: bool, limit: int | 
     return order[:limit] if limit is not None else order
 
 
+_TRACKER_PACKAGES = {"tensorboard": "tensorboard==2.21.0", "wandb": "wandb", "trackio": "trackio"}
+
+
+def _check_trackers(report_to: list[str]) -> None:
+    """accelerate only warns about a tracker that is not installed and then logs nothing; a user
+    who asked for one would rather hear it at once."""
+    import importlib.util
+
+    for name in report_to:
+        package = _TRACKER_PACKAGES.get(name)
+        if package and importlib.util.find_spec(name) is None:
+            raise UserError(f"report_to names {name!r} but it is not installed: pip install {package}")
+
+
 class RESDTrainer:
     """Train with RESD, SDPO, SDPO+ss, ROSD or GRPO. `train()` returns the run directory.
 
@@ -113,6 +127,7 @@ class RESDTrainer:
         # torchrun). Note `accelerate launch --cpu` alone starts a single process unless it is
         # given an MPI hostfile.
         on_cpu = not torch.cuda.is_available() and not torch.backends.mps.is_available()
+        _check_trackers(cfg.report_to)
         self.acc = Accelerator(cpu=on_cpu, log_with=cfg.report_to or None,
                                project_dir=str(run_root) if run_root else None)
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
