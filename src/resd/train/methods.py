@@ -39,20 +39,6 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "no_solution_buffer": True,
         "error_suffix_mask": False,
     },
-    # SDPO+ss: SDPO that also distils a sample on its own success.
-    "sdpo_ss": {
-        "num_generations": 8,
-        "teacher_update_rate": 0.05,
-        "template": "sdpo",
-        "use_context": False,
-        "include_previous_trial": False,
-        "include_environment_feedback": True,
-        "use_peer_solution": True,
-        "dont_reprompt_on_self_success": False,
-        "environment_feedback_only_without_solution": True,
-        "no_solution_buffer": True,
-        "error_suffix_mask": False,
-    },
     # ROSD (arXiv 2605.28014): a frozen initial-model teacher (eta=0), a greedy reflector that
     # quotes the first error of a failed sample against a successful peer; distillation runs from
     # that token to the end and the reflector's explanation goes into the teacher prompt.
@@ -78,6 +64,9 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "error_suffix_mask": False,
     },
 }
+
+# SDPO+ss: SDPO that also distils a sample on its own success (the only difference).
+_PRESETS["sdpo_ss"] = {**_PRESETS["sdpo"], "dont_reprompt_on_self_success": False}
 
 
 def method_defaults(method: str) -> dict[str, Any]:
