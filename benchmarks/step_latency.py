@@ -4,7 +4,10 @@
     python benchmarks/step_latency.py --model tiny-random   # plumbing check in seconds
 
 Each method trains on the same batch of prompts from the same initial weights for the same number
-of updates; the table shows the mean seconds per update of each phase (rollout, scoring,
+of updates. The first `--warmup` updates of each method are run but not timed: the first passes of
+a process pay one-off costs (page faults on fresh buffers, allocator growth; 2x on the first
+student step on this CPU) that would otherwise land on whichever method runs first. The table
+shows the mean seconds per timed update of each phase (rollout, scoring,
 reflection, curation, teacher forward, student forward/backward) and the ratios of RESD's step to
 SDPO's and GRPO's. Targets (issue 4): RESD <= 1.5x SDPO and <= 0.5x GRPO.
 """
@@ -28,13 +31,14 @@ def run_method(method: str, n: int, model, tokenizer, args, out: Path) -> dict[s
 
     cfg = load_config(
         method=method, model=args.model, env=args.env, num_generations=n, batch_size=args.batch_size,
-        max_batches=1, inner_updates=args.updates, max_completion_length=args.max_new_tokens,
+        max_batches=1, inner_updates=args.warmup + args.updates, max_completion_length=args.max_new_tokens,
         generation_batch_size=args.generation_batch_size, micro_batch_size=args.micro_batch_size,
         seed=args.seed, do_eval=False, progress=False, output_dir=str(out / method),
         learning_rate=1e-6, warmup_steps=0,
         context={"reflection_max_new_tokens": args.context_tokens, "curation_max_new_tokens": args.context_tokens})
     run = RESDTrainer(cfg, model=copy.deepcopy(model), tokenizer=tokenizer).train()
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = rows[args.warmup:]
     return {p: sum(r[f"time/{p}"] for r in rows) / len(rows) for p in PHASES}
 
 
@@ -48,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--context-tokens", type=int, default=48,
                         help="token budget of each reflection and curation answer (default 48; the paper's "
                              "responses are ~100x longer than its reflections, so keep this below --max-new-tokens)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed updates before the timed ones (default 1)")
     parser.add_argument("--generation-batch-size", type=int, default=16)
     parser.add_argument("--micro-batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
@@ -65,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             results[label] = run_method(method, n, model, tokenizer, args, out)
 
     labels = [m[0] for m in METHODS]
-    print(f"\nseconds per update (mean over {args.updates} updates; {args.batch_size} prompts, "
+    print(f"\nseconds per update (mean over {args.updates} updates after {args.warmup} untimed; {args.batch_size} prompts, "
           f"{args.max_new_tokens} rollout tokens, {args.context_tokens} reflection/curation tokens, model {args.model})")
     print(f"{'phase':<18}" + "".join(f"{label:>14}" for label in labels))
     for phase in PHASES:

@@ -207,3 +207,27 @@ def test_sdpo_is_not_named_an_ablation_for_its_preset_switches(tmp_path: Path):
     config = yaml.safe_load((run / "config.yaml").read_text())
     (run / "config.yaml").write_text(yaml.safe_dump({**config, "no_solution_buffer": True}))
     assert report.load_run(run).label == "SDPO"
+
+
+def test_stream_table_shows_reward_on_each_batch_by_inner_iteration(tmp_path: Path):
+    run_dir = write_run(tmp_path, "resd-seed0", "resd", 0, [(0, 0.0, 0.1, 0.3, 0.5), (8, 0.1, 0.2, 0.4, 0.6)])
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    # batch 0 learns on the stream (0.0 -> 0.5), batch 1 does not (0.25 -> 0.25)
+    for row, reward in zip(rows, [0.0, 0.25, 0.25, 0.5, 0.25, 0.0, 0.5, 0.25]):
+        row["reward_mean"] = reward
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = report.load_run(run_dir)
+    assert report.stream_rewards(run.metrics) == {0: [0.0, 0.25, 0.25, 0.5], 1: [0.25, 0.0, 0.5, 0.25]}
+    table = report.stream_markdown({"RESD": [run]})
+    assert "| RESD | 2 | 0.125 | 0.375 | 1/2 |" in table
+    text = report.run_summary_text(run)
+    assert "batch 0: 0.000 -> 0.250 -> 0.250 -> 0.500" in text
+    assert "    8 " in text and "0.100" in text  # the step-8 evaluation row
+
+
+def test_train_command_prints_evaluations_and_stream_rewards(tmp_path: Path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--config", "configs/smoke.yaml", "--output-dir", str(out), "progress=false"]) == 0
+    printed = capsys.readouterr().out
+    assert "held-out evaluation" in printed and "batch 0:" in printed
+    assert f"run directory: {out}" in printed

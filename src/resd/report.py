@@ -393,6 +393,51 @@ def latency_markdown(groups: dict[str, list[Run]]) -> str:
     return "\n".join(lines)
 
 
+def stream_rewards(metrics: Sequence[dict[str, Any]]) -> dict[int, list[float]]:
+    """Training reward per batch, one value per inner iteration: how the policy does on the same
+    prompts as it re-generates after each update (the streaming inner loop of §3.1). A batch whose
+    last value is above its first one was learned on the stream, whatever the held-out score did."""
+    out: dict[int, list[float]] = {}
+    for m in metrics:
+        batch, reward = m.get("batch"), _num(m.get("reward_mean"))
+        if isinstance(batch, int) and reward is not None:
+            out.setdefault(batch, []).append(reward)
+    return out
+
+
+def stream_markdown(groups: dict[str, list[Run]]) -> str:
+    """Mean training reward at the first and at the last inner iteration of each batch (mean over
+    batches and seeds), and the share of batches that ended above where they started."""
+    lines = ["| Method | batches | reward, first attempt | reward, last attempt | batches improved |",
+             "|---|---|---|---|---|"]
+    for label, runs in groups.items():
+        rows = [r for run in runs for r in stream_rewards(run.metrics).values() if r]
+        if not rows:
+            continue
+        first = statistics.fmean(r[0] for r in rows)
+        last = statistics.fmean(r[-1] for r in rows)
+        improved = sum(r[-1] > r[0] for r in rows)
+        lines.append(f"| {label} | {len(rows)} | {first:.3f} | {last:.3f} | {improved}/{len(rows)} |")
+    return "\n".join(lines)
+
+
+def run_summary_text(run: Run) -> str:
+    """What `resd train` prints at the end: held-out evaluations and the reward on the stream."""
+    lines = []
+    if run.evals:
+        lines.append("held-out evaluation (" + f"k={_k_of([run])}" + "):")
+        lines.append(f"  {'step':>5} {'rollouts':>9} " + " ".join(f"{m:>16}" for m in EVAL_METRICS))
+        for e in run.evals:
+            lines.append(f"  {int(e['step']):>5} {int(e.get('rollouts', 0)):>9} "
+                         + " ".join(f"{float(e[m]):>16.3f}" for m in EVAL_METRICS))
+    batches = stream_rewards(run.metrics)
+    if batches:
+        lines.append("training reward on each batch, by inner iteration (same prompts, re-generated):")
+        for b, rewards in sorted(batches.items()):
+            lines.append(f"  batch {b}: " + " -> ".join(f"{r:.3f}" for r in rewards))
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------------------------
 # Plots (matplotlib, Agg canvas: no display needed)
 # ----------------------------------------------------------------------------------------------
@@ -553,6 +598,8 @@ def build_report(runs: Sequence[Run], out_dir: str | Path, title: str = "resd co
          "Same curves against the cumulative number of sampled responses (interaction budget).",
          "curves_rollouts"),
         ("Distillation loss per step", "Token-mean loss of each policy update (GRPO: its policy loss).", "loss"),
+        ("Learning on the stream", stream_markdown(groups) + "\n\nTraining reward on the batch's own prompts at "
+         "the first and the last inner iteration (each iteration re-generates after an update).", None),
         ("Per-step latency (Figure 8)", latency_markdown(groups) + "\n\nSeconds per policy update; context "
          "share = (reflection + curation) / total.", "latency"),
     ]
