@@ -220,7 +220,7 @@ def test_stream_table_shows_reward_on_each_batch_by_inner_iteration(tmp_path: Pa
     assert report.stream_rewards(run.metrics) == {0: [0.0, 0.25, 0.25, 0.5], 1: [0.25, 0.0, 0.5, 0.25]}
     table = report.stream_markdown({"RESD": [run]})
     assert "| RESD | 2 | 0.125 | 0.375 | 1/2 |" in table
-    text = report.run_summary_text(run)
+    text = report.run_summary_text(run_dir)
     assert "batch 0: 0.000 -> 0.250 -> 0.250 -> 0.500" in text
     assert "    8 " in text and "0.100" in text  # the step-8 evaluation row
 

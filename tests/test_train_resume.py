@@ -95,6 +95,9 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     a, b = _lines(full / "metrics.jsonl"), _lines(killed / "metrics.jsonl")
     assert [r["step"] for r in b] == list(range(1, STEPS + 1))
     assert _comparable(a) == _comparable(b)
+    # the raw reflector/curator answers: every step once, as in the uninterrupted run
+    ctx_log_a, ctx_log_b = _lines(full / "context.jsonl"), _lines(killed / "context.jsonl")
+    assert ctx_log_a and ctx_log_a == ctx_log_b
 
     state_a = json.loads((full / "checkpoints/latest/state.json").read_text())
     state_b = json.loads((killed / "checkpoints/latest/state.json").read_text())

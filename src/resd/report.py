@@ -421,16 +421,21 @@ def stream_markdown(groups: dict[str, list[Run]]) -> str:
     return "\n".join(lines)
 
 
-def run_summary_text(run: Run) -> str:
-    """What `resd train` prints at the end: held-out evaluations and the reward on the stream."""
+def run_summary_text(run_dir: str | Path) -> str:
+    """What `resd train` prints at the end: held-out evaluations and the reward on the stream
+    (works on any run directory, also one without evaluations)."""
+    root = Path(run_dir)
+    metrics = read_jsonl(root / "metrics.jsonl") if (root / "metrics.jsonl").exists() else []
+    evals = read_jsonl(root / "eval.jsonl") if (root / "eval.jsonl").exists() else []
     lines = []
-    if run.evals:
-        lines.append("held-out evaluation (" + f"k={_k_of([run])}" + "):")
+    if evals:
+        ks = {int(e["k"]) for e in evals if isinstance(e.get("k"), (int, float))}
+        lines.append(f"held-out evaluation (k={'/'.join(map(str, sorted(ks))) or '?'}):")
         lines.append(f"  {'step':>5} {'rollouts':>9} " + " ".join(f"{m:>16}" for m in EVAL_METRICS))
-        for e in run.evals:
+        for e in evals:
             lines.append(f"  {int(e['step']):>5} {int(e.get('rollouts', 0)):>9} "
                          + " ".join(f"{float(e[m]):>16.3f}" for m in EVAL_METRICS))
-    batches = stream_rewards(run.metrics)
+    batches = stream_rewards(metrics)
     if batches:
         lines.append("training reward on each batch, by inner iteration (same prompts, re-generated):")
         for b, rewards in sorted(batches.items()):

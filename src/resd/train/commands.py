@@ -34,9 +34,9 @@ def run(args: argparse.Namespace) -> int:
     run_dir = trainer.train()
     if trainer.main:
         print(f"run directory: {run_dir}")
-        from resd.report import load_run, run_summary_text
+        from resd.report import run_summary_text
 
-        text = run_summary_text(load_run(run_dir))
+        text = run_summary_text(run_dir)
         if text:
             print(text)
         summary = run_dir / "summary.json"

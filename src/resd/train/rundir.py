@@ -3,6 +3,8 @@
     RUN/config.yaml                 resolved config (RESDConfig.to_dict)
     RUN/metrics.jsonl               one line per policy update
     RUN/eval.jsonl                  one line per evaluation
+    RUN/context.jsonl               raw reflector / success-tagger / curator answers, one line each
+                                    (step, phase, example_id, ok, text): why a playbook stays empty
     RUN/summary.json                method, env, seed, model, selected_step, selected, final
     RUN/playbooks/step_NNNNNN.json  context state (playbook + buffer) after each update
     RUN/checkpoints/latest/         everything --resume needs (see checkpoint.py)
@@ -55,6 +57,10 @@ class RunDir:
         return self.root / "eval.jsonl"
 
     @property
+    def context_log(self) -> Path:
+        return self.root / "context.jsonl"
+
+    @property
     def summary(self) -> Path:
         return self.root / "summary.json"
 
@@ -94,6 +100,16 @@ class RunDir:
     def log_eval(self, record: dict[str, Any]) -> None:
         self.append(self.evals, record)
 
+    def log_context_outputs(self, step: int, outputs: list[dict[str, Any]]) -> None:
+        """One line per model answer of the context update that produced `step`."""
+        if not outputs:
+            return
+        with self.context_log.open("a") as f:
+            for out in outputs:
+                f.write(json.dumps(_clean({"step": step, **out}), default=str) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
     def snapshot_playbook(self, step: int, state: dict[str, Any]) -> None:
         write_json_atomic(self.playbooks / f"step_{step:06d}.json", state)
 
@@ -118,7 +134,9 @@ class RunDir:
 
     def truncate_after(self, step: int) -> None:
         """Drop log lines and snapshots from steps after the checkpoint (they will be redone)."""
-        for path in (self.metrics, self.evals):
+        for path in (self.metrics, self.evals, self.context_log):
+            if not path.exists():
+                continue
             rows = [r for r in self.read_jsonl(path) if int(r.get("step", 0)) <= step]
             tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
             tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))

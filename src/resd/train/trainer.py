@@ -325,6 +325,7 @@ class RESDTrainer:
                     self.run.log_metrics(record)
                     if self.context is not None:
                         self.run.snapshot_playbook(st["step"], self.context.state_dict())
+                        self.run.log_context_outputs(st["step"], self.context.last_outputs)
                 if cfg.report_to:
                     self.acc.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=st["step"])
                 done = st["finished"] or st["batch"] >= len(self.batches) or (
