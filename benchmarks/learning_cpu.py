@@ -11,10 +11,13 @@ range). Prints, per method:
 Nothing is tuned to make a method win; whatever comes out is reported. The full report (curves,
 Table-2 layout, latency) is written next to the runs.
 
-CPU settings (written to OUT/learning_cpu.yaml): 8 prompts per batch, 2 batches, K = 2 inner
-updates (4 policy updates), 64-token responses, evaluation on 24 test tasks x k = 4 at steps 0, 2, 4.
-Learning rate 1e-5 with no warm-up: the paper's 1e-6 with 10 warm-up steps would not move the
-weights within 4 updates.
+CPU settings (written to OUT/learning_cpu.yaml): 4 prompts per batch, 2 batches, K = 2 inner
+updates (4 policy updates; RESD samples 4 responses per update, SDPO and GRPO 32), 64-token
+responses, evaluation on 24 test tasks x k = 4 before training and after the last update. The base
+model is evaluated once per seed and shared by the three methods (`resd compare` does this). A
+first sizing (8 prompts, evaluations every 2 updates) took 116-135 s per RESD update, which puts
+three seeds of three methods well past the hour, so it was cut down. Learning rate 1e-5 with no warm-up: the paper's 1e-6 with 10
+warm-up steps would not move the weights within 4 updates.
 
     python benchmarks/learning_cpu.py                 # the real run (~60 min on 2 cores)
     python benchmarks/learning_cpu.py --quick         # ~minutes: tiny-random model, 1 seed, 2 updates
@@ -34,7 +37,7 @@ import yaml
 CPU_CONFIG = {
     "env": "constraints",
     "model": "smollm2-135m",
-    "batch_size": 8,
+    "batch_size": 4,
     "max_batches": 2,
     "inner_updates": 2,
     "max_completion_length": 64,
@@ -42,7 +45,7 @@ CPU_CONFIG = {
     "micro_batch_size": 8,
     "learning_rate": 1.0e-5,
     "warmup_steps": 0,
-    "eval_every": 2,
+    "eval_every": 4,
     "eval_limit": 24,
     "eval_k": 4,
     "checkpoint_every": 1000,

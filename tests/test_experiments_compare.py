@@ -74,3 +74,49 @@ def test_a_finished_run_is_reused_only_with_the_same_config(tmp_path: Path):
     other = compare.make_config(planned, config_path=None, overrides=["batch_size=3"], env=None, model="tiny-random")
     with pytest.raises(UserError, match="was run with batch_size=32.*new --out"):
         compare.check_reusable(planned.output_dir, other)
+
+
+def test_the_base_model_is_evaluated_once_per_seed_and_shared(tmp_path: Path, monkeypatch):
+    import json
+
+    import resd.eval.evaluate as evaluate_module
+
+    calls = []
+    real = evaluate_module.evaluate
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("seed"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "evaluate", counting)
+    cfg_file = tmp_path / "tiny.yaml"
+    cfg_file.write_text(yaml.safe_dump({"env": "constraints", "model": "tiny-random", "batch_size": 2,
+                                        "max_batches": 1, "inner_updates": 1, "max_completion_length": 6,
+                                        "eval_limit": 2, "eval_k": 2, "progress": False,
+                                        "context": {"reflection_max_new_tokens": 4, "curation_max_new_tokens": 4}}))
+    out = tmp_path / "cmp"
+    compare.compare_methods(methods=["resd", "grpo"], seeds=[0], out_dir=out, config_path=str(cfg_file))
+    rows = {m: [json.loads(l) for l in (out / f"{m}-seed0" / "eval.jsonl").read_text().splitlines()]
+            for m in ("resd", "grpo")}
+    assert rows["resd"][0] == rows["grpo"][0] and rows["resd"][0]["step"] == 0
+    assert len(calls) == len(rows["resd"]) + len(rows["grpo"]) - 1  # step 0 once, not once per method
+    assert (out / "base_eval" / "seed0.json").exists()
+
+
+def test_a_cached_base_evaluation_is_ignored_when_the_settings_differ(tmp_path: Path):
+    from resd.train.trainer import base_eval_identity, read_base_eval, write_base_eval
+    from resd.train.config import load_config
+
+    cache = tmp_path / "base.json"
+    cfg = load_config(None, [], method="resd", model="tiny-random", eval_k=2)
+    result = {"per_task_mean@k": 0.5, "per_task_best@k": 1.0, "per_case_mean@k": 0.5, "per_case_best@k": 1.0,
+              "k": 2, "n_tasks": 3}
+    write_base_eval(str(cache), base_eval_identity(cfg), result)
+    assert read_base_eval(str(cache), base_eval_identity(cfg)) == result
+    other = load_config(None, [], method="sdpo", model="tiny-random", eval_k=2)  # method is not part of it
+    assert read_base_eval(str(cache), base_eval_identity(other)) == result
+    for change in ({"eval_k": 4}, {"seed": 1}, {"temperature": 0.7}, {"model": "smollm2-135m"}):
+        changed = load_config(None, [], method="resd", **{"model": "tiny-random", "eval_k": 2, **change})
+        assert read_base_eval(str(cache), base_eval_identity(changed)) is None, change
+    cache.write_text("{not json")
+    assert read_base_eval(str(cache), base_eval_identity(cfg)) is None

@@ -79,7 +79,10 @@ def make_config(run: PlannedRun, *, config_path: str | None, overrides: list[str
     """The RESDConfig of one planned run (preset < file < overrides < pinned values)."""
     from resd.train.config import load_config
 
-    pinned: dict[str, Any] = {**run.arm.values, "seed": run.seed, "output_dir": str(run.output_dir)}
+    # Every arm of a seed starts from the same weights and is evaluated alike, so the step-0
+    # evaluation is made once per seed and reused (the cache checks that the settings match).
+    pinned: dict[str, Any] = {**run.arm.values, "seed": run.seed, "output_dir": str(run.output_dir),
+                              "base_eval_cache": str(run.output_dir.parent / "base_eval" / f"seed{run.seed}.json")}
     if env:
         pinned["env"] = env
     if model:
@@ -116,7 +119,7 @@ def check_reusable(run_dir: Path, cfg: Any) -> None:
     saved = yaml.safe_load(saved_path.read_text()) or {}
     wanted = cfg.to_dict()
     for key in sorted(set(saved) | set(wanted)):
-        if key in ("output_dir", "progress", "report_to"):
+        if key in ("output_dir", "progress", "report_to", "base_eval_cache"):
             continue
         if saved.get(key) != wanted.get(key):
             raise UserError(f"{run_dir} was run with {key}={saved.get(key)!r}, this comparison wants "

@@ -193,6 +193,10 @@ class RESDConfig:
     """Token budget for evaluation samples; None = max_completion_length."""
     eval_at_start: bool = True
     """Evaluate the initial model (step 0)."""
+    base_eval_cache: str | None = None
+    """JSON file holding a step-0 evaluation to reuse when it was made with the same model and
+    evaluation settings (`resd compare` points every method of a seed at one file, so the base
+    model is evaluated once per seed, not once per method); None = always evaluate."""
     checkpoint_every: int = 1
     """Write RUN/checkpoints/latest every N policy updates (resume granularity)."""
     keep_eval_checkpoints: bool = False

@@ -74,6 +74,42 @@ def stream_order(task_ids: list[str], *, seed: int, shuffle: bool, limit: int | 
 _TRACKER_PACKAGES = {"tensorboard": "tensorboard==2.21.0", "wandb": "wandb", "trackio": "trackio"}
 
 
+BASE_EVAL_KEYS = ("model", "dtype", "lora", "env", "env_options", "seed", "eval_k", "eval_limit",
+                  "eval_max_new_tokens", "max_completion_length", "max_prompt_length", "temperature", "top_p",
+                  "generation_batch_size")
+"""Everything the step-0 evaluation depends on: the initial weights (model, dtype, LoRA: a fresh
+adapter is a no-op but changes the module), the test tasks and the sampling (seed, batching)."""
+
+
+def base_eval_identity(cfg: RESDConfig) -> dict[str, Any]:
+    d = cfg.to_dict()
+    return {k: d.get(k) for k in BASE_EVAL_KEYS}
+
+
+def read_base_eval(path: str | None, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """The cached step-0 result when `path` holds one made with the same identity, else None."""
+    import json
+
+    if not path or not Path(path).exists():
+        return None
+    try:
+        saved = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None  # unreadable cache: evaluate again and overwrite it
+    if not isinstance(saved, dict) or saved.get("identity") != json.loads(json.dumps(identity)):
+        return None
+    result = saved.get("result")
+    return result if isinstance(result, dict) and all(k in result for k in EVAL_KEYS) else None
+
+
+def write_base_eval(path: str, identity: dict[str, Any], result: dict[str, Any]) -> None:
+    from resd.train.rundir import write_json_atomic
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    keep = {k: result[k] for k in (*EVAL_KEYS, "k", "n_tasks") if k in result}
+    write_json_atomic(Path(path), {"identity": identity, "result": keep})
+
+
 def _check_trackers(report_to: list[str]) -> None:
     """accelerate only warns about a tracker that is not installed and then logs nothing; a user
     who asked for one would rather hear it at once."""
@@ -687,10 +723,15 @@ class RESDTrainer:
         if self.main:
             from resd.eval.evaluate import evaluate
 
-            result = evaluate(self.student, self.tokenizer, self.env, k=cfg.eval_k, limit=cfg.eval_limit,
-                              batch_size=cfg.generation_batch_size,
-                              max_new_tokens=cfg.eval_max_new_tokens or cfg.max_completion_length,
-                              temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
+            identity = base_eval_identity(cfg)
+            result = read_base_eval(cfg.base_eval_cache, identity) if step == 0 else None
+            if result is None:
+                result = evaluate(self.student, self.tokenizer, self.env, k=cfg.eval_k, limit=cfg.eval_limit,
+                                  batch_size=cfg.generation_batch_size,
+                                  max_new_tokens=cfg.eval_max_new_tokens or cfg.max_completion_length,
+                                  temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
+                if step == 0 and cfg.base_eval_cache:
+                    write_base_eval(cfg.base_eval_cache, identity, result)
             row = {"step": step, "rollouts": self.state["rollouts"], **{k: float(result[k]) for k in EVAL_KEYS},
                    "k": int(result.get("k", cfg.eval_k)), "n_tasks": int(result.get("n_tasks", 0))}
             self.run.log_eval(row)
