@@ -102,3 +102,32 @@ def test_choose_tasks():
     assert [t.id for t in bench.choose_tasks(env, count=9, split="train", task_ids=["train-t"])] == ["train-t"]
     with pytest.raises(UserError):
         bench.choose_tasks(env, count=0, split="test", task_ids=None)
+
+
+def test_hardest_keeps_the_least_solved_tasks_in_split_order():
+    tasks = ["a", "b", "c", "d"]
+    assert bench.hardest(tasks, [(4, 2), (4, 0), (8, 1), (4, 0)], 3) == ["b", "c", "d"]
+    assert bench.hardest(tasks, [(4, 0)] * 4, 2) == ["a", "b"]  # ties: the split's order
+    with pytest.raises(ValueError):
+        bench.hardest(tasks, [(4, 0)], 1)
+
+
+def test_bench_discovery_screens_for_the_hard_task_from_the_cli(tmp_path: Path, capsys):
+    from resd.cli import main
+    from resd.envs import register
+
+    register("letter-task-bench")(type("LetterBench", (LetterTask,), {}))
+    out = tmp_path / "disc"
+    args = ["bench", "discovery", "--env", "letter-task-bench", "--model", "tiny-random", "--tasks", "1",
+            "--hard-from", "4", "--attempts", "2", "--out", str(out)]
+    for o in small_overrides():
+        args += ["--set", o]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    # '#' never appears in the tiny model's replies: the screening must pick that task
+    assert "hard tasks: test-#" in printed
+    saved = json.loads((out / "discovery.json").read_text())
+    assert [t["task_id"] for t in saved["tasks"]] == ["test-#"]
+    assert (out / "discovery.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["bench", "discovery", "--env", "letter-task-bench", "--tasks", "3", "--hard-from", "2"]) == 2
+    assert "--hard-from must be at least --tasks" in capsys.readouterr().err

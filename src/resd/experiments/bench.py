@@ -6,6 +6,9 @@ On each task, with the same model, sampling settings and budget K:
   * test-time self-distillation (`resd solve`): K attempts, each followed by feedback, reflection /
     playbook and one update; P(solved within k) = share of (task, trial) sequences whose first
     success came at attempt <= k.
+Hard tasks: `--hard-from N` screens the first N tasks of the split with K samples each from the
+base model (a seed of its own) and keeps the `--tasks` least-solved ones; best-of-k is then drawn
+afresh, so the screening that picked a task as hard does not also count against best-of-k.
 Writes discovery.png, discovery.md and discovery.json, and prints the table. The SDPO paper's
 claim to compare against: the same discovery probability as best-of-k with ~3x fewer attempts.
 """
@@ -44,6 +47,14 @@ def choose_tasks(env: Any, *, count: int, split: str, task_ids: Sequence[str] | 
     return tasks[:count]
 
 
+def hardest(tasks: list[Any], counts: Sequence[tuple[int, int]], count: int) -> list[Any]:
+    """The `count` tasks with the lowest screened success rate (ties keep the split's order)."""
+    if len(tasks) != len(counts):
+        raise ValueError(f"{len(tasks)} tasks but {len(counts)} counts")
+    order = sorted(range(len(tasks)), key=lambda i: (counts[i][1] / max(1, counts[i][0]), i))
+    return [tasks[i] for i in sorted(order[:count])]
+
+
 def best_of_k_counts(model: Any, tokenizer: Any, env: Any, tasks: list[Any], *, samples: int, cfg: Any,
                      seed: int) -> list[tuple[int, int]]:
     """(n, c) per task: n samples from the unchanged model, c of them solved."""
@@ -61,8 +72,8 @@ def best_of_k_counts(model: Any, tokenizer: Any, env: Any, tasks: list[Any], *, 
 
 def run_discovery(*, env_name: str, count: int, attempts: int, trials: int = 1, split: str = "test",
                   task_ids: Sequence[str] | None = None, method: str = "resd", model_spec: str | None = None,
-                  config_path: str | None = None, overrides: Sequence[str] = (), out_dir: Path, seed: int = 0
-                  ) -> tuple[DiscoveryComparison, list[TaskResult]]:
+                  config_path: str | None = None, overrides: Sequence[str] = (), out_dir: Path, seed: int = 0,
+                  hard_from: int | None = None) -> tuple[DiscoveryComparison, list[TaskResult]]:
     from resd.envs import get
     from resd.experiments.solve import solve, solve_config
     from resd.models import load
@@ -72,9 +83,21 @@ def run_discovery(*, env_name: str, count: int, attempts: int, trials: int = 1, 
     base_cfg = solve_config(env=env_name, task_id="", attempts=attempts, method=method, model=model_spec, seed=seed,
                             config_path=config_path, overrides=overrides, output_dir=out_dir / "unused")
     env = get(base_cfg.env, **base_cfg.env_options)
-    tasks = choose_tasks(env, count=count, split=split, task_ids=task_ids)
+    if hard_from is not None and task_ids:
+        raise UserError("give either --task-ids or --hard-from, not both")
+    if hard_from is not None and hard_from < count:
+        raise UserError(f"--hard-from must be at least --tasks ({count}), got {hard_from}")
+    tasks = choose_tasks(env, count=hard_from or count, split=split, task_ids=task_ids)
     model, tokenizer = load(base_cfg.model, dtype=base_cfg.dtype)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if hard_from is not None:
+        print(f"screening {len(tasks)} tasks with {attempts} base samples each for the {count} hardest", flush=True)
+        screened = best_of_k_counts(model, tokenizer, env, tasks, samples=attempts, cfg=base_cfg,
+                                    seed=seed + 7_919)  # not the best-of-k seed: fresh samples below
+        by_id = {t.id: c for t, c in zip(tasks, screened)}
+        tasks = hardest(tasks, screened, count)
+        print("hard tasks: " + ", ".join(f"{t.id} ({by_id[t.id][1]}/{by_id[t.id][0]} solved in screening)"
+                                         for t in tasks), flush=True)
 
     print(f"best-of-k: {attempts} samples on each of {len(tasks)} tasks", flush=True)
     counts = best_of_k_counts(model, tokenizer, env, tasks, samples=attempts, cfg=base_cfg, seed=seed)
@@ -170,6 +193,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--env", required=True, help="environment name")
     p.add_argument("--tasks", type=int, default=4, help="number of tasks, the first N of --split (default 4)")
     p.add_argument("--task-ids", default=None, help="comma-separated task ids instead of the first N (pick hard ones)")
+    p.add_argument("--hard-from", type=int, default=None, metavar="N",
+                   help="screen the first N tasks with K base samples each and keep the --tasks least-solved")
     p.add_argument("--split", default="test", choices=["train", "test"])
     p.add_argument("--attempts", type=int, default=8, help="budget K per task (default 8)")
     p.add_argument("--trials", type=int, default=1, help="self-distillation sequences per task (default 1)")
@@ -189,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
     comparison, results = run_discovery(env_name=args.env, count=args.tasks, attempts=args.attempts,
                                         trials=args.trials, split=args.split, task_ids=ids, method=args.method,
                                         model_spec=args.model, config_path=args.config, overrides=args.overrides,
-                                        out_dir=out, seed=args.seed)
+                                        out_dir=out, seed=args.seed, hard_from=args.hard_from)
     title = f"Discovery on {args.env}: {args.method} test-time self-distillation vs best-of-k"
     print()
     print(write_outputs(comparison, results, out, title))
