@@ -95,7 +95,7 @@ def test_malformed_reflection_is_empty_not_an_exception(book, text):
 
 
 def test_long_diagnosis_is_capped(book):
-    r = parse_reflection("DIAGNOSIS: " + "word " * 2000, book.ids(), max_chars=100)
+    r = parse_reflection("DIAGNOSIS: " + " ".join(f"word{i}" for i in range(2000)), book.ids(), max_chars=100)
     assert r.ok and len(r.diagnosis) <= 100
 
 
@@ -210,3 +210,22 @@ def test_templates_are_overridable_from_files(tmp_path, book):
         build_reflector_messages("T", "R", "F", book, template=str(tmp_path / "broken.txt"))
     with pytest.raises(UserError, match="unknown prompt template"):
         build_reflector_messages("T", "R", "F", book, template="nope")
+
+
+@pytest.mark.parametrize("text", [
+    # greedy loops of a 135M model, as logged in RUN/context.jsonl
+    "Reba is the most famous villain in the Star Wars universe.\n\nReba is the most famous villain in the "
+    "Star Wars universe.\n\nReba is the most famous villain in the Star Wars universe.",
+    "DIAGNOSIS: Lying down on the floor, a new story, lying down on the floor, a new story, lying down on "
+    "the floor, a new story, lying down on the floor, a new story",
+    # continuing the prompt instead of answering it
+    "TASK:\nThe new employee, who was hired last week, was very nervous on his first day.",
+])
+def test_looping_or_prompt_continuing_answers_are_not_diagnoses(book, text):
+    assert not parse_reflection(text, book.ids()).ok
+
+
+def test_a_varied_diagnosis_is_not_taken_for_a_loop(book):
+    text = ("DIAGNOSIS: The answer used a comma after the first clause although the task forbids commas; "
+            "a correct answer splits the clause into two sentences or joins them with 'and' instead.")
+    assert parse_reflection(text, book.ids()).ok

@@ -111,6 +111,20 @@ def is_echo(text: str, source: str, *, n: int = 4, threshold: float = 0.6) -> bo
     return len(grams & _ngrams(source, n)) / len(grams) >= threshold
 
 
+def is_degenerate(text: str, *, n: int = 4, min_grams: int = 8, min_distinct: float = 0.5) -> bool:
+    """True when the text loops: fewer than half of its word 4-grams are distinct. Greedy decoding
+    of a small model often repeats one sentence until the token cap; such text carries no
+    diagnosis and would only fill the teacher prompt."""
+    words = normalize_for_dedup(text).split()
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return len(grams) >= min_grams and len(set(grams)) / len(grams) < min_distinct
+
+
+_PROMPT_SECTION = re.compile(r"^\W*(TASK|ATTEMPT|CHECKER FEEDBACK|PLAYBOOK NOTES|CURRENT PLAYBOOK)\s*:", re.IGNORECASE)
+"""An answer that opens with one of the reflector/curator prompt's own section headers is the model
+continuing the prompt, not answering it."""
+
+
 def _looks_like_placeholder(text: str) -> bool:
     s = text.strip()
     return (s.startswith("<") and s.endswith(">")) or not re.search(r"[A-Za-z]", s)
@@ -237,11 +251,12 @@ def parse_reflection(text: str, known_ids: Iterable[str], *, max_chars: int = 15
         tags_header = _TAGS_HEADER.search(text)
         prose = text[: tags_header.start()] if tags_header else text
         prose = _TAG_PAIR.sub("", prose)
-        if len(re.findall(r"[A-Za-z]{2,}", prose)) >= 4 and not is_echo(prose, source):
+        if (len(re.findall(r"[A-Za-z]{2,}", prose)) >= 4 and not is_echo(prose, source)
+                and not _PROMPT_SECTION.match(prose)):
             diagnosis = prose
 
     diagnosis = one_line(diagnosis.replace("**", ""))
-    if not diagnosis or _looks_like_placeholder(diagnosis):
+    if not diagnosis or _looks_like_placeholder(diagnosis) or is_degenerate(diagnosis):
         return Reflection(tags={}, ok=False, unknown_ids=unknown)
     if len(diagnosis) > max_chars:
         diagnosis = diagnosis[: max_chars - 3].rsplit(" ", 1)[0] + "..."
