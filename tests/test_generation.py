@@ -143,3 +143,27 @@ def test_make_generate_fn_accepts_strings_and_messages():
     generate = make_generate_fn(model, tokenizer, batch_size=2)
     assert generate(["e", user("zb"), "?"], 10, 0.0) == ["fgh", "cdefgh", ""]
     assert generate(["a"], 2, 0.0) == ["bc"]
+
+
+def test_stop_when_ends_only_the_matching_row_and_keeps_its_prefix(tiny):
+    model, tokenizer = tiny
+    prompts = [user("first prompt"), user("a different second prompt")]
+    kw = dict(max_new_tokens=32, temperature=1.0, top_p=1.0, batch_size=2, seed=3)
+    full = sample(model, tokenizer, prompts, **kw)
+    assert all(len(r[0].completion_ids) == 32 for r in full)  # the random model never stops by itself
+    assert full[0][0].completion_ids[:8] != full[1][0].completion_ids[:8]
+    stop_text = tokenizer.decode(full[0][0].completion_ids[:8], skip_special_tokens=True)
+    seen: list[str] = []
+
+    def looping(text: str) -> bool:
+        seen.append(text)
+        return text == stop_text
+
+    cut = sample(model, tokenizer, prompts, **kw, stop_when=looping)
+    assert cut[0][0].completion_ids == full[0][0].completion_ids[:8] and cut[0][0].truncated
+    assert cut[1][0].completion_ids == full[1][0].completion_ids  # the other row ran to the end
+    assert seen and not any("prompt" in t for t in seen)  # the predicate sees the answer, not the prompt
+    greedy = sample(model, tokenizer, prompts[:1], max_new_tokens=32, temperature=0)[0][0]
+    greedy_8 = tokenizer.decode(greedy.completion_ids[:8], skip_special_tokens=True)
+    generate = make_generate_fn(model, tokenizer, stop_when=lambda text: text == greedy_8)
+    assert generate(prompts[:1], 32, 0.0) == [greedy_8]

@@ -110,12 +110,16 @@ def sample(
     batch_size: int = 8,
     seed: int | None = None,
     progress: str | None = None,
+    stop_when: Callable[[str], bool] | None = None,
 ) -> list[list[Rollout]]:
     """Sample `n` completions for each prompt; result[i][j] is sample j of prompt i.
 
     temperature 0 means greedy decoding (top_p is then ignored). With `seed`, the same inputs and
     batch size give the same outputs, and the caller's global torch RNG is left untouched.
     `progress` is a label for a tqdm bar (None = no bar).
+    `stop_when(text_so_far)`: ends a row early once it returns True (checked every few tokens),
+    e.g. a reflector answer that is already looping; such a row is marked truncated. Never use it
+    for policy rollouts: cutting samples would change the distribution being trained on.
     """
     import torch
 
@@ -165,12 +169,19 @@ def sample(
                 batch = jobs[start : start + batch_size]
                 rows = [prompt_ids[i] for i, _ in batch]
                 input_ids, attention_mask = _left_pad(rows, pad_id, device)
-                extra = {"stopping_criteria": [_StepTicker(bar, max_new_tokens)]} if bar is not None else {}
+                criteria: list[Any] = [_StepTicker(bar, max_new_tokens)] if bar is not None else []
+                text_stop = None
+                if stop_when is not None:
+                    text_stop = _TextStop(tokenizer, stop_when, input_ids.shape[1], eos_set)
+                    criteria.append(text_stop)
+                extra = {"stopping_criteria": criteria} if criteria else {}
                 output = model.generate(
                     input_ids=input_ids, attention_mask=attention_mask, generation_config=config, **extra
                 )
                 new_tokens = output[:, input_ids.shape[1] :].tolist()
-                for (i, j), tokens in zip(batch, new_tokens):
+                for row, ((i, j), tokens) in enumerate(zip(batch, new_tokens)):
+                    if text_stop is not None and row in text_stop.stopped_at:
+                        tokens = tokens[: text_stop.stopped_at[row]]  # drop the padding after the stop
                     completion, truncated = _cut_at_eos(tokens, eos_set)
                     generated_tokens += len(completion)
                     results[i][j] = Rollout(
@@ -209,6 +220,38 @@ class _StepTicker:
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
+class _TextStop:
+    """Per-row stopping criterion from a predicate on the decoded text generated so far.
+
+    Checked every `every` steps (decoding is cheap next to a forward pass, but not free); records
+    how many tokens each stopped row had, so the caller can drop the padding `generate` appends."""
+
+    def __init__(self, tokenizer: Any, predicate: Callable[[str], bool], prompt_width: int, eos: set[int],
+                 every: int = 8):
+        self.tokenizer, self.predicate, self.prompt_width, self.eos, self.every = (
+            tokenizer, predicate, prompt_width, eos, every)
+        self.step = 0
+        self.stopped_at: dict[int, int] = {}
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        self.step += 1
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        for row in self.stopped_at:
+            done[row] = True
+        if self.step % self.every:
+            return done
+        generated = input_ids[:, self.prompt_width :].tolist()
+        for row, tokens in enumerate(generated):
+            if row in self.stopped_at or any(t in self.eos for t in tokens):
+                continue
+            if self.predicate(self.tokenizer.decode(tokens, skip_special_tokens=True)):
+                self.stopped_at[row] = len(tokens)
+                done[row] = True
+        return done
+
+
 def _rng_devices(device: Any) -> list[Any]:
     # fork_rng saves/restores the CPU generator always; list the accelerator only when used.
     return [device] if getattr(device, "type", "cpu") == "cuda" else []
@@ -227,10 +270,12 @@ def _left_pad(rows: list[list[int]], pad_id: int, device: Any) -> tuple[Any, Any
     return input_ids.to(device), attention_mask.to(device)
 
 
-def make_generate_fn(model: Any, tokenizer: Any, batch_size: int = 8, *, top_p: float = 0.95) -> GenerateFn:
+def make_generate_fn(model: Any, tokenizer: Any, batch_size: int = 8, *, top_p: float = 0.95,
+                     stop_when: Callable[[str], bool] | None = None) -> GenerateFn:
     """The `generate(prompts, max_new_tokens, temperature) -> list[str]` callable the context
     engine uses: one completion per prompt, strings sent as a single user message, temperature 0
-    = greedy. Uses the global torch RNG, so seed torch once to make a whole run reproducible."""
+    = greedy. Uses the global torch RNG, so seed torch once to make a whole run reproducible.
+    `stop_when` ends an answer early (see `sample`), e.g. `resd.context.reflect.is_degenerate`."""
 
     def generate(prompts: Sequence[PromptLike], max_new_tokens: int = 256, temperature: float = 1.0) -> list[str]:
         rollouts = sample(
@@ -242,6 +287,7 @@ def make_generate_fn(model: Any, tokenizer: Any, batch_size: int = 8, *, top_p: 
             temperature=temperature,
             top_p=top_p,
             batch_size=batch_size,
+            stop_when=stop_when,
         )
         return [row[0].text for row in rollouts]
 

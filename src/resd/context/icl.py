@@ -70,7 +70,10 @@ def grow_playbook(
         tasks = tasks[: max(0, limit_train)]
     if not tasks:
         raise UserError(f"{env.name} has no training tasks to learn from (check --limit-train)")
-    generate = context_generate or make_generate_fn(model, tokenizer, batch_size=batch_size, top_p=top_p)
+    from resd.context.reflect import is_degenerate
+
+    generate = context_generate or make_generate_fn(model, tokenizer, batch_size=batch_size, top_p=top_p,
+                                                    stop_when=is_degenerate)
     updater = ContextUpdater(context, generate, seed=seed)
     bar = None
     if progress:

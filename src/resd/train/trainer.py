@@ -257,9 +257,12 @@ class RESDTrainer:
             # also skips curation (nothing would read the entries).
             ctx_cfg = dataclasses.replace(cfg.context, success_threshold=cfg.success_reward_threshold,
                                           curate=cfg.context.curate and not cfg.no_playbook)
+            from resd.context.reflect import is_degenerate
+
+            # A looping answer is rejected by the parsers anyway, so stop decoding it early.
             self.context = ContextUpdater(ctx_cfg, make_generate_fn(self.student, tokenizer,
                                                                     batch_size=cfg.generation_batch_size,
-                                                                    top_p=cfg.top_p),
+                                                                    top_p=cfg.top_p, stop_when=is_degenerate),
                                           seed=cfg.seed)
         self.teacher_settings = TeacherSettings(
             template=cfg.template,
@@ -546,7 +549,10 @@ class RESDTrainer:
                 jobs.append((i, reflector_prompt(s.task.prompt_text, peer.text, s.text, s.outcome.feedback)))
         if not jobs:
             return {}
-        generate = make_generate_fn(self.student, self.tokenizer, batch_size=self.cfg.generation_batch_size)
+        from resd.context.reflect import is_degenerate
+
+        generate = make_generate_fn(self.student, self.tokenizer, batch_size=self.cfg.generation_batch_size,
+                                    stop_when=is_degenerate)
         replies = generate([p for _, p in jobs], self.cfg.reflection_max_new_tokens, 0.0)
         notes = {}
         for (i, _), reply in zip(jobs, replies):
