@@ -333,3 +333,38 @@ def test_policy_gradient_loss_on_policy_and_clipping() -> None:
     clipped.backward()
     assert torch.equal(new.grad, torch.zeros(2, 1))
     assert clipped.item() == pytest.approx((-1.28 + 0.8) / 2)
+
+
+# --- cross-check against TRL's experimental SDPO loss (an independent implementation) -------------
+# Without the ratio clamp (ours, SPEC §1.6; TRL has none) the per-token divergences must agree.
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("topk, add_tail", [(5, True), (5, False), (None, True)])
+def test_per_token_divergence_matches_trl_experimental_sdpo(alpha, topk, add_tail):
+    from trl.experimental.sdpo import loss_utils as trl_sdpo
+
+    g = torch.Generator().manual_seed(7)
+    student = torch.randn(2, 4, 17, generator=g, dtype=torch.float64) * 3
+    teacher = torch.randn(2, 4, 17, generator=g, dtype=torch.float64) * 3
+    mask = torch.ones(2, 4, dtype=torch.float64)
+    _, ours = self_distillation_loss(student, teacher, mask, alpha=alpha, topk=topk, add_tail=add_tail,
+                                     ratio_min=None, ratio_max=None)
+    if topk is None:
+        theirs = trl_sdpo.compute_full_logit_self_distillation_loss(student, teacher, distillation_alpha=alpha)
+    else:
+        theirs = trl_sdpo.compute_topk_self_distillation_loss(student, teacher, distillation_topk=topk,
+                                                              distillation_alpha=alpha, distillation_add_tail=add_tail)
+    torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-10)
+
+
+def test_sampled_token_surrogate_matches_trl_experimental_sdpo():
+    from trl.experimental.sdpo import loss_utils as trl_sdpo
+
+    g = torch.Generator().manual_seed(3)
+    student = torch.randn(2, 5, 11, generator=g, dtype=torch.float64)
+    teacher = torch.randn(2, 5, 11, generator=g, dtype=torch.float64)
+    ids = torch.randint(0, 11, (2, 5), generator=g)
+    _, ours = token_level_distillation_loss(sequence_logprobs(student, ids), sequence_logprobs(teacher, ids),
+                                            torch.ones(2, 5, dtype=torch.float64))
+    theirs = trl_sdpo.compute_sampled_token_self_distillation_loss(student, teacher, ids, distillation_alpha=1.0)
+    torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-10)
