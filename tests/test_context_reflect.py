@@ -12,6 +12,7 @@ from resd.context.reflect import (
     build_curator_messages,
     build_reflector_messages,
     build_success_reflector_messages,
+    is_degenerate,
     is_near_duplicate,
     parse_curation,
     parse_reflection,
@@ -95,7 +96,7 @@ def test_malformed_reflection_is_empty_not_an_exception(book, text):
 
 
 def test_long_diagnosis_is_capped(book):
-    r = parse_reflection("DIAGNOSIS: " + " ".join(f"word{i}" for i in range(2000)), book.ids(), max_chars=100)
+    r = parse_reflection("DIAGNOSIS: " + " ".join("w" + "".join(chr(97 + int(d)) for d in str(i)) for i in range(2000)), book.ids(), max_chars=100)
     assert r.ok and len(r.diagnosis) <= 100
 
 
@@ -218,6 +219,11 @@ def test_templates_are_overridable_from_files(tmp_path, book):
     "Star Wars universe.\n\nReba is the most famous villain in the Star Wars universe.",
     "DIAGNOSIS: Lying down on the floor, a new story, lying down on the floor, a new story, lying down on "
     "the floor, a new story, lying down on the floor, a new story",
+    # a loop after a long varied preamble (caught by the tail window), and a counting loop
+    "The attempt wrote about holidays in general and forgot that the task asked for exactly three sentences "
+    "with one number in digits, which the checker counted as missing in both places. TAGS:"
+    + " <note id>" * 40,
+    "DIAGNOSIS: " + " ".join(f"{i} of 3" for i in range(40, 80)),
     # continuing the prompt instead of answering it
     "TASK:\nThe new employee, who was hired last week, was very nervous on his first day.",
 ])
@@ -227,5 +233,8 @@ def test_looping_or_prompt_continuing_answers_are_not_diagnoses(book, text):
 
 def test_a_varied_diagnosis_is_not_taken_for_a_loop(book):
     text = ("DIAGNOSIS: The answer used a comma after the first clause although the task forbids commas; "
-            "a correct answer splits the clause into two sentences or joins them with 'and' instead.")
+            "a correct answer splits the clause into two sentences or joins them with 'and' instead. It "
+            "also wrote 14 words where at most 12 were allowed, so shorter phrasing is needed, and the "
+            "number 7 must stay in digits because the second rule checks for at least one digit.")
     assert parse_reflection(text, book.ids()).ok
+    assert not is_degenerate(text)

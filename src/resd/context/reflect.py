@@ -111,13 +111,20 @@ def is_echo(text: str, source: str, *, n: int = 4, threshold: float = 0.6) -> bo
     return len(grams & _ngrams(source, n)) / len(grams) >= threshold
 
 
-def is_degenerate(text: str, *, n: int = 4, min_grams: int = 8, min_distinct: float = 0.5) -> bool:
-    """True when the text loops: fewer than half of its word 4-grams are distinct. Greedy decoding
-    of a small model often repeats one sentence until the token cap; such text carries no
-    diagnosis and would only fill the teacher prompt."""
-    words = normalize_for_dedup(text).split()
-    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
-    return len(grams) >= min_grams and len(set(grams)) / len(grams) < min_distinct
+def is_degenerate(text: str, *, n: int = 4, min_grams: int = 8, min_distinct: float = 0.5,
+                  window: int = 48) -> bool:
+    """True when the text loops: fewer than half of the word 4-grams are distinct, in the whole
+    text or in its last `window` words (so a loop after a long varied preamble is caught early).
+    Numbers count as one word ("56 of 3, 57 of 3, ..." is a loop). Greedy decoding of a small
+    model often repeats itself until the token cap; such text carries no diagnosis and would only
+    fill the teacher prompt."""
+    words = re.sub(r"\d+", "0", normalize_for_dedup(text)).split()
+
+    def loops(ws: list[str]) -> bool:
+        grams = [tuple(ws[i : i + n]) for i in range(len(ws) - n + 1)]
+        return len(grams) >= min_grams and len(set(grams)) / len(grams) < min_distinct
+
+    return loops(words) or (len(words) > window and loops(words[-window:]))
 
 
 _PROMPT_SECTION = re.compile(r"^\W*(TASK|ATTEMPT|CHECKER FEEDBACK|PLAYBOOK NOTES|CURRENT PLAYBOOK)\s*:", re.IGNORECASE)
