@@ -4,19 +4,20 @@
     python benchmarks/step_latency.py --model tiny-random   # plumbing check in seconds
 
 Each method trains on the same batch of prompts from the same initial weights for the same number
-of updates. The first `--warmup` updates of each method are run but not timed: the first passes of
-a process pay one-off costs (page faults on fresh buffers, allocator growth; 2x on the first
-student step on this CPU) that would otherwise land on whichever method runs first. The table
-shows the mean seconds per timed update of each phase (rollout, scoring,
-reflection, curation, teacher forward, student forward/backward) and the ratios of RESD's step to
-SDPO's and GRPO's. Targets (issue 4): RESD <= 1.5x SDPO and <= 0.5x GRPO.
+of updates, and the methods take turns update by update (RESD 1, SDPO 1, GRPO 1, RESD 2, ...), so
+that a machine that speeds up or slows down during the run (CPU frequency, other tenants: 30%
+between two runs of this script here) touches every method alike. The first `--warmup` updates
+of each method are run but not timed: the first passes of a process pay one-off costs (page
+faults on fresh buffers, allocator growth; 2x on the first student step on this CPU). The table
+shows the mean seconds per timed update of each phase (rollout, scoring, reflection, curation,
+teacher forward, student forward/backward) and the ratios of RESD's step to SDPO's and GRPO's.
+Targets (issue 4): RESD <= 1.5x SDPO and <= 0.5x GRPO.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -26,7 +27,7 @@ METHODS = (("RESD (N=1)", "resd", 1), ("SDPO (N=1)", "sdpo", 1), ("GRPO (G=8)", 
 TARGETS = {"RESD/SDPO": 1.5, "RESD/GRPO": 0.5}
 
 
-def run_method(method: str, n: int, model, tokenizer, args, out: Path) -> dict[str, float]:
+def make_trainer(method: str, n: int, model, tokenizer, args, out: Path):
     from resd.train import RESDTrainer, load_config
 
     cfg = load_config(
@@ -36,10 +37,25 @@ def run_method(method: str, n: int, model, tokenizer, args, out: Path) -> dict[s
         seed=args.seed, do_eval=False, progress=False, output_dir=str(out / method),
         learning_rate=1e-6, warmup_steps=0,
         context={"reflection_max_new_tokens": args.context_tokens, "curation_max_new_tokens": args.context_tokens})
-    run = RESDTrainer(cfg, model=copy.deepcopy(model), tokenizer=tokenizer).train()
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    rows = rows[args.warmup:]
-    return {p: sum(r[f"time/{p}"] for r in rows) / len(rows) for p in PHASES}
+    trainer = RESDTrainer(cfg, model=copy.deepcopy(model), tokenizer=tokenizer)
+    trainer.setup()
+    return trainer
+
+
+def run_interleaved(model, tokenizer, args, out: Path) -> dict[str, dict[str, float]]:
+    """Per method, the mean seconds per timed update of each phase."""
+    trainers = {label: make_trainer(method, n, model, tokenizer, args, out) for label, method, n in METHODS}
+    tasks = next(iter(trainers.values())).batches[0]  # same seed: the same first batch for every method
+    timed: dict[str, list[dict]] = {label: [] for label in trainers}
+    for update in range(args.warmup + args.updates):
+        for label, trainer in trainers.items():
+            print(f"update {update + 1}/{args.warmup + args.updates}: {label}"
+                  f"{' (warm-up, untimed)' if update < args.warmup else ''} ...", file=sys.stderr, flush=True)
+            record = trainer.step(tasks)
+            if update >= args.warmup:
+                timed[label].append(record)
+    return {label: {p: sum(r[f"time/{p}"] for r in rows) / len(rows) for p in PHASES}
+            for label, rows in timed.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,9 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out) if args.out else Path(tmp)
-        for label, method, n in METHODS:
-            print(f"running {label} ...", file=sys.stderr, flush=True)
-            results[label] = run_method(method, n, model, tokenizer, args, out)
+        results = run_interleaved(model, tokenizer, args, out)
 
     labels = [m[0] for m in METHODS]
     print(f"\nseconds per update (mean over {args.updates} updates after {args.warmup} untimed; {args.batch_size} prompts, "
