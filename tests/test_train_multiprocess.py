@@ -57,7 +57,9 @@ out = trainer._apply_update(items, times, kind="distill")
 if trainer.main:
     weights = torch.cat([p.detach().flatten() for p in trainer.student.parameters()])
     print("RESULT " + json.dumps({"loss": out["loss"], "tokens": out["distill_tokens"], "grad_norm": out["grad_norm"],
-                                   "weights": weights[:2000].tolist()}))
+                                   "weights": weights[:2000].tolist()}), flush=True)
+from resd.train.trainer import finish_distributed
+finish_distributed()
 '''
 
 

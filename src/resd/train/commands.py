@@ -32,6 +32,9 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.overrides, method=args.method, **extra)
         trainer = RESDTrainer(cfg)
     run_dir = trainer.train()
+    from resd.train.trainer import finish_distributed
+
+    finish_distributed()
     if trainer.main:
         print(f"run directory: {run_dir}")
         from resd.report import run_summary_text

@@ -110,6 +110,17 @@ def write_base_eval(path: str, identity: dict[str, Any], result: dict[str, Any])
     write_json_atomic(Path(path), {"identity": identity, "result": keep})
 
 
+def finish_distributed() -> None:
+    """Wait for every rank, then tear the process group down before the interpreter exits: a gloo
+    group left alive can abort a rank at exit ("terminate called without an active exception")
+    after all the work is done. A no-op in a single process."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def _check_trackers(report_to: list[str]) -> None:
     """accelerate only warns about a tracker that is not installed and then logs nothing; a user
     who asked for one would rather hear it at once."""
