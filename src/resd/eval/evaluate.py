@@ -183,23 +183,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_env_options(pairs: Sequence[str]) -> dict[str, Any]:
     """`["a=1", "b=x"]` -> `{"a": 1, "b": "x"}`; values are YAML scalars."""
-    import yaml
+    from resd.keyvalue import parse_key_value
 
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise UserError(f"--env-opt {pair!r} must look like KEY=VALUE (e.g. --env-opt source=generated)")
-        try:
-            options[key] = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as exc:
-            raise UserError(f"--env-opt {pair!r}: the value is not valid YAML ({_one_line(exc)})") from exc
-    return options
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
+    return dict(parse_key_value(pair, what=f"--env-opt {pair!r}", example="--env-opt source=generated", empty="")
+                for pair in pairs)
 
 
 def _check_args(args: argparse.Namespace) -> None:

@@ -303,15 +303,11 @@ def deep_merge(low: dict[str, Any], high: dict[str, Any]) -> dict[str, Any]:
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     """`["a.b=3", "c=[x, y]"]` -> `{"a": {"b": 3}, "c": ["x", "y"]}` with YAML-typed values."""
     out: dict[str, Any] = {}
+    from resd.keyvalue import parse_key_value
+
     for item in overrides:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise UserError(f"override {item!r} is not key=value (e.g. learning_rate=1e-5 or context.max_entries=50)")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError as exc:
-            raise UserError(f"override {item!r}: value is not valid YAML ({exc})") from exc
+        key, value = parse_key_value(item, what=f"override {item!r}",
+                                     example="learning_rate=1e-5 or context.max_entries=50", form="key=value")
         node = out
         parts = key.split(".")
         for part in parts[:-1]:
