@@ -3,8 +3,13 @@
     python benchmarks/step_latency.py                       # default model (SmolLM2-135M, CPU ok)
     python benchmarks/step_latency.py --model tiny-random   # plumbing check in seconds
 
-Each method trains on the same batch of prompts from the same initial weights for the same number
-of updates, and the methods take turns update by update (RESD 1, SDPO 1, GRPO 1, RESD 2, ...), so
+Each method trains on the same batch of prompts for the same number of updates, and every update
+starts from the initial weights (student and teacher are reset before it; optimiser, playbook and
+step counter carry on). Rollouts are seeded by step, so RESD (N=1) and SDPO (N=1) sample exactly
+the same responses at every update and their rollout and student phases do the same work; only
+what the method adds differs. Without the reset, one update of training makes the two students
+sample different answers, and on this CPU one 128-token answer more in a batch moved a rollout
+phase by 30%. The methods take turns update by update (RESD 1, SDPO 1, GRPO 1, RESD 2, ...), so
 that a machine that speeds up or slows down during the run (CPU frequency, other tenants: 30%
 between two runs of this script here) touches every method alike. The first `--warmup` updates
 of each method are run but not timed: the first passes of a process pay one-off costs (page
@@ -23,6 +28,8 @@ import tempfile
 from pathlib import Path
 
 PHASES = ("rollout", "scoring", "reflection", "curation", "teacher_forward", "student_step", "step")
+# Work done, so that a reader can tell a method that is slower from one that was given more to do.
+SIZES = (("tokens/rollout", "completion_tokens_mean"), ("tokens/teacher prompt", "teacher/prompt_tokens_mean"))
 METHODS = (("RESD (N=1)", "resd", 1), ("SDPO (N=1)", "sdpo", 1), ("GRPO (G=8)", "grpo", 8))
 TARGETS = {"RESD/SDPO": 1.5, "RESD/GRPO": 0.5}
 
@@ -42,19 +49,30 @@ def make_trainer(method: str, n: int, model, tokenizer, args, out: Path):
     return trainer
 
 
+def reset_weights(trainer, initial: dict) -> None:
+    """Student (and the EMA teacher's copy) back to the initial weights, in place."""
+    trainer.student.load_state_dict(initial)
+    teacher_copy = getattr(trainer.teacher, "model", None) if trainer.teacher is not None else None
+    if teacher_copy is not None:
+        teacher_copy.load_state_dict(initial)
+
+
 def run_interleaved(model, tokenizer, args, out: Path) -> dict[str, dict[str, float]]:
     """Per method, the mean seconds per timed update of each phase."""
     trainers = {label: make_trainer(method, n, model, tokenizer, args, out) for label, method, n in METHODS}
+    initial = copy.deepcopy(model.state_dict())
     tasks = next(iter(trainers.values())).batches[0]  # same seed: the same first batch for every method
     timed: dict[str, list[dict]] = {label: [] for label in trainers}
     for update in range(args.warmup + args.updates):
         for label, trainer in trainers.items():
             print(f"update {update + 1}/{args.warmup + args.updates}: {label}"
                   f"{' (warm-up, untimed)' if update < args.warmup else ''} ...", file=sys.stderr, flush=True)
+            reset_weights(trainer, initial)
             record = trainer.step(tasks)
             if update >= args.warmup:
                 timed[label].append(record)
-    return {label: {p: sum(r[f"time/{p}"] for r in rows) / len(rows) for p in PHASES}
+    keys = [f"time/{p}" for p in PHASES] + [key for _, key in SIZES]
+    return {label: {k: sum(float(r.get(k, 0.0)) for r in rows) / len(rows) for k in keys}
             for label, rows in timed.items()}
 
 
@@ -84,12 +102,15 @@ def main(argv: list[str] | None = None) -> int:
         results = run_interleaved(model, tokenizer, args, out)
 
     labels = [m[0] for m in METHODS]
-    print(f"\nseconds per update (mean over {args.updates} updates after {args.warmup} untimed; {args.batch_size} prompts, "
+    print(f"\nseconds per update (mean over {args.updates} updates after {args.warmup} untimed, each from the initial "
+          f"weights; {args.batch_size} prompts, "
           f"{args.max_new_tokens} rollout tokens, {args.context_tokens} reflection/curation tokens, model {args.model})")
-    print(f"{'phase':<18}" + "".join(f"{label:>14}" for label in labels))
+    print(f"{'phase (s)':<22}" + "".join(f"{label:>14}" for label in labels))
     for phase in PHASES:
-        print(f"{phase:<18}" + "".join(f"{results[label][phase]:>14.2f}" for label in labels))
-    resd, sdpo, grpo = (results[label]["step"] for label in labels)
+        print(f"{phase:<22}" + "".join(f"{results[label][f'time/{phase}']:>14.2f}" for label in labels))
+    for name, key in SIZES:
+        print(f"{name:<22}" + "".join(f"{results[label][key]:>14.1f}" for label in labels))
+    resd, sdpo, grpo = (results[label]["time/step"] for label in labels)
     ratios = {"RESD/SDPO": resd / sdpo, "RESD/GRPO": resd / grpo}
     print()
     for name, value in ratios.items():

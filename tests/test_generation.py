@@ -167,3 +167,51 @@ def test_stop_when_ends_only_the_matching_row_and_keeps_its_prefix(tiny):
     greedy_8 = tokenizer.decode(greedy.completion_ids[:8], skip_special_tokens=True)
     generate = make_generate_fn(model, tokenizer, stop_when=lambda text: text == greedy_8)
     assert generate(prompts[:1], 32, 0.0) == [greedy_8]
+
+
+# ---- TemperedNucleus: transformers' temperature + top-p, without sorting the vocabulary ----
+
+def _hf_tempered_nucleus(scores, temperature, top_p):
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+
+    if temperature != 1.0:
+        scores = TemperatureLogitsWarper(temperature)(None, scores)
+    return TopPLogitsWarper(top_p)(None, scores) if top_p < 1.0 else scores
+
+
+@pytest.mark.parametrize("temperature,top_p", [(1.0, 0.95), (0.7, 0.9), (1.3, 0.5), (1.0, 1.0), (2.0, 0.999)])
+def test_tempered_nucleus_matches_transformers_warpers(temperature, top_p):
+    from resd.generation import TemperedNucleus
+
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randn(6, 3000, generator=gen) * torch.tensor([[0.05], [0.5], [1.0], [3.0], [8.0], [20.0]])
+    scores[2, :100] = float("-inf")  # tokens already banned by another processor stay banned
+    ours = TemperedNucleus(temperature, top_p, width=32)(None, scores.clone())
+    theirs = _hf_tempered_nucleus(scores.clone(), temperature, top_p)
+    assert torch.equal(torch.isfinite(ours), torch.isfinite(theirs))
+    assert torch.allclose(ours[torch.isfinite(ours)], theirs[torch.isfinite(theirs)])
+    # rows range from nearly flat (nucleus of thousands: the width had to grow) to peaked (1 token)
+    kept = torch.isfinite(ours).sum(dim=-1)
+    if top_p < 1.0:
+        assert kept[0] > 32 and kept[-1] < kept[0] / 10
+
+
+def test_tempered_nucleus_keeps_at_least_the_top_token_and_works_in_bf16():
+    from resd.generation import TemperedNucleus
+
+    scores = torch.tensor([[10.0, 0.0, -1.0, -2.0], [0.0, 0.0, 0.0, 0.0]]).to(torch.bfloat16)
+    out = TemperedNucleus(1.0, 0.01, width=2)(None, scores)
+    assert out.dtype == torch.bfloat16
+    assert torch.isfinite(out).sum(dim=-1).tolist() == [1, 1]
+    assert out[0, 0] == 10.0
+    with pytest.raises(ValueError, match="top_p"):
+        TemperedNucleus(1.0, 0.0)
+
+
+def test_sampling_draws_from_the_nucleus_only(tiny):
+    """With top_p tiny, sampling must equal greedy decoding: only the argmax survives the filter."""
+    model, tok = tiny
+    prompts = ["abc", "hello there"]
+    greedy = sample(model, tok, prompts, max_new_tokens=6, temperature=0.0)
+    nucleus = sample(model, tok, prompts, max_new_tokens=6, temperature=1.0, top_p=1e-6, seed=3)
+    assert [r[0].completion_ids for r in nucleus] == [r[0].completion_ids for r in greedy]

@@ -127,3 +127,59 @@ def test_two_process_update_matches_one_process(tmp_path):
     assert double["loss"] == pytest.approx(single["loss"], rel=1e-5)
     assert double["grad_norm"] == pytest.approx(single["grad_norm"], rel=1e-4)
     assert double["weights"] == pytest.approx(single["weights"], abs=1e-6)
+
+
+# ---- `accelerate launch --cpu --num_processes N`: accelerate runs one process, resd starts N ----
+
+def test_detects_accelerates_single_cpu_process_for_a_multi_process_request():
+    from resd.train.launch import started_by_accelerate_cpu_without_ranks as detect
+
+    assert detect({"ACCELERATE_USE_CPU": "True", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"})
+    assert not detect({"ACCELERATE_USE_CPU": "True"})  # --num_processes 1: no MASTER_ADDR
+    assert not detect({"ACCELERATE_USE_CPU": "False", "MASTER_ADDR": "127.0.0.1"})  # a GPU launch
+    # already one rank of a group (our own re-launch, torchrun, --multi_gpu, MPI)
+    for rank_var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE"):
+        assert not detect({"ACCELERATE_USE_CPU": "True", "MASTER_ADDR": "127.0.0.1", rank_var: "2"})
+
+
+def test_reads_the_process_count_the_way_accelerate_parses_it(tmp_path):
+    from resd.train.launch import requested_processes
+
+    head = ["/venv/bin/python", "/venv/bin/accelerate", "launch"]
+    assert requested_processes([*head, "--cpu", "--num_processes", "2", "-m", "resd.cli", "train"]) == (2, 1)
+    assert requested_processes([*head, "--num_processes=3", "--cpu", "x.py", "--num_processes", "9"])[0] == 3
+    config = tmp_path / "acc.yaml"
+    config.write_text(yaml.safe_dump({"compute_environment": "LOCAL_MACHINE", "distributed_type": "MULTI_CPU",
+                                      "num_processes": 4, "num_machines": 1, "use_cpu": True}))
+    assert requested_processes([*head, "--config_file", str(config), "train.py"]) == (4, 1)
+    assert requested_processes(["python", "train.py"]) == (None, 1)  # not accelerate
+
+
+def test_unknown_process_count_is_a_clear_error_not_a_silent_single_process():
+    from resd.errors import UserError
+    from resd.train.launch import cpu_ranks_to_start
+
+    env = {"ACCELERATE_USE_CPU": "true", "MASTER_ADDR": "127.0.0.1"}
+    assert cpu_ranks_to_start(env, ["accelerate", "launch", "--cpu", "--num_processes", "2", "t.py"]) == 2
+    assert cpu_ranks_to_start({}, ["accelerate", "launch", "--cpu", "--num_processes", "2", "t.py"]) == 0
+    with pytest.raises(UserError, match="--multi_gpu"):
+        cpu_ranks_to_start(env, ["python", "some-wrapper"])
+    with pytest.raises(UserError, match="hostfile"):
+        cpu_ranks_to_start(env, ["accelerate", "launch", "--cpu", "--num_processes", "4", "--num_machines", "2", "t.py"])
+
+
+@pytest.mark.slow
+def test_accelerate_launch_cpu_with_two_processes_trains_on_two_ranks(tmp_path):
+    exe = _accelerate()[0]
+    env = _setup(tmp_path)
+    run = tmp_path / "run"
+    proc = subprocess.run([exe, "launch", "--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
+                           "no", "--dynamo_backend", "no", "--main_process_port", "29533", "-m", "resd.cli", "train",
+                           "--config", str(_config(tmp_path)), "--output-dir", str(run)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "starting 2 CPU ranks" in proc.stderr
+    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    # the rank-agreement check is only made (and logged) when there are several ranks
+    assert all(r["context/ranks_identical"] == 1.0 for r in rows)

@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser(argv)
         args = parser.parse_args(argv)
+        args.argv = argv  # a command that re-launches itself (train on several CPU ranks) needs it
         if not args.command:
             parser.print_help()
             return 0

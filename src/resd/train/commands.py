@@ -18,6 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from resd.train.launch import cpu_ranks_to_start, start_cpu_ranks
+
+    ranks = cpu_ranks_to_start()  # `accelerate launch --cpu --num_processes N` started only this process
+    if ranks:
+        return start_cpu_ranks(ranks, args.argv)
+
     from resd.train.config import load_config
     from resd.train.trainer import RESDTrainer
 

@@ -170,9 +170,9 @@ class RESDTrainer:
         cfg = self.cfg
         run_root = Path(cfg.output_dir) if cfg.output_dir else None
         # cpu=True on machines without a GPU: accelerate then forms a gloo process group when
-        # launched with several processes (`accelerate launch --multi_gpu --num_processes 2` or
-        # torchrun). Note `accelerate launch --cpu` alone starts a single process unless it is
-        # given an MPI hostfile.
+        # launched with several processes (torchrun, `accelerate launch --multi_gpu`, or
+        # `accelerate launch --cpu`, whose single process `resd train` turns into N ranks:
+        # resd/train/launch.py).
         on_cpu = not torch.cuda.is_available() and not torch.backends.mps.is_available()
         _check_trackers(cfg.report_to)
         self.acc = Accelerator(cpu=on_cpu, log_with=cfg.report_to or None,
