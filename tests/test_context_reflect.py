@@ -185,11 +185,13 @@ def test_reflector_prompt_has_all_inputs_and_no_thinking(book):
     messages = build_reflector_messages("Accept tapes containing BRBR.", "<think>secret plan</think>START s0:",
                                         "Passed 3/10. Failed on GBRBR.", book)
     assert [m["role"] for m in messages] == ["system", "user"]
-    user = messages[1]["content"]
-    for part in ("Accept tapes containing BRBR.", "START s0:", "Passed 3/10", "rule-00001", "mist-00002",
-                 "DIAGNOSIS:", "TAGS:"):
+    system, user = messages[0]["content"], messages[1]["content"]
+    for part in ("Accept tapes containing BRBR.", "START s0:", "Passed 3/10", "rule-00001", "mist-00002"):
         assert part in user
-    assert "secret plan" not in user
+    # the answer format is fixed text: it sits in the system message, the prefix all reflections share
+    assert "DIAGNOSIS:" in system and "TAGS:" in system
+    assert "Accept tapes" not in system
+    assert "secret plan" not in system + user
     empty = build_reflector_messages("t", "r", "", Playbook())[1]["content"]
     assert "(no notes yet)" in empty and "(the checker gave no details)" in empty
 
@@ -197,8 +199,10 @@ def test_reflector_prompt_has_all_inputs_and_no_thinking(book):
 def test_success_and_curator_prompts(book):
     s = build_success_reflector_messages("task", "<think>x</think>answer", book)[1]["content"]
     assert "answer" in s and "rule-00001" in s and "<think>" not in s
-    c = build_curator_messages("task text", "It looped forever.", book, sections=("rules", "general"))[1]["content"]
-    assert "It looped forever." in c and "rules, general" in c and "mist-00002" in c
+    system, c = (m["content"] for m in build_curator_messages("task text", "It looped forever.", book,
+                                                                sections=("rules", "general")))
+    assert "It looped forever." in c and "mist-00002" in c
+    assert "rules, general" in system and "ADD <section>" in system
 
 
 def test_templates_are_overridable_from_files(tmp_path, book):

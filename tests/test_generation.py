@@ -215,3 +215,40 @@ def test_sampling_draws_from_the_nucleus_only(tiny):
     greedy = sample(model, tok, prompts, max_new_tokens=6, temperature=0.0)
     nucleus = sample(model, tok, prompts, max_new_tokens=6, temperature=1.0, top_p=1e-6, seed=3)
     assert [r[0].completion_ids for r in nucleus] == [r[0].completion_ids for r in greedy]
+
+
+# ---- shared prefix: the tokens every prompt of a batch starts with are prefilled once ----
+
+def test_shared_prefix_length():
+    from resd.generation import MIN_SHARED_PREFIX, shared_prefix_length
+
+    base = list(range(100, 100 + MIN_SHARED_PREFIX + 5))
+    assert shared_prefix_length([base + [1, 2], base + [3]]) == len(base)
+    assert shared_prefix_length([base, base]) == len(base) - 1  # each row keeps one token of its own
+    assert shared_prefix_length([base + [1]]) == 0  # one row: nothing to share
+    assert shared_prefix_length([[1] + base, [2] + base]) == 0
+    assert shared_prefix_length([base[: MIN_SHARED_PREFIX - 1] + [7, 8], base[: MIN_SHARED_PREFIX - 1] + [9]]) == 0
+
+
+def test_shared_prefix_gives_the_same_samples_and_prefills_it_once(tiny):
+    model, tok = tiny
+    system = {"role": "system", "content": "Follow the rules below with care. " * 6}
+    prompts = [[system, *user(f"item {i}" + " more" * i)] for i in range(5)]
+    seen: list[int] = []
+    hook = model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["input_ids"].numel()) if kwargs.get("input_ids") is not None
+        else None, with_kwargs=True)
+    try:
+        for temperature in (0.0, 1.0):
+            runs = {}
+            for shared in (False, True):
+                seen.clear()
+                out = sample(model, tok, prompts, n=2, max_new_tokens=8, temperature=temperature, seed=5,
+                             batch_size=10, shared_prefix=shared)
+                runs[shared] = ([[r.completion_ids for r in row] for row in out], seen[0] + seen[1] if shared else seen[0])
+            assert runs[True][0] == runs[False][0]
+            # without sharing the first forward is the whole padded batch; with it, one prefix row
+            # plus the batch minus the prefix columns
+            assert runs[True][1] < 0.6 * runs[False][1]
+    finally:
+        hook.remove()

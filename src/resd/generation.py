@@ -155,6 +155,7 @@ def sample(
     seed: int | None = None,
     progress: str | None = None,
     stop_when: Callable[[str], bool] | None = None,
+    shared_prefix: bool = True,
 ) -> list[list[Rollout]]:
     """Sample `n` completions for each prompt; result[i][j] is sample j of prompt i.
 
@@ -164,6 +165,9 @@ def sample(
     `stop_when(text_so_far)`: ends a row early once it returns True (checked every few tokens),
     e.g. a reflector answer that is already looping; such a row is marked truncated. Never use it
     for policy rollouts: cutting samples would change the distribution being trained on.
+    `shared_prefix`: the tokens every prompt of a batch starts with (system message, fixed
+    instructions, the same prompt n times) are run through the model once and their cache copied
+    to every row, instead of once per row; the samples are the same either way.
     """
     import torch
 
@@ -214,7 +218,12 @@ def sample(
             for start in range(0, len(jobs), batch_size):
                 batch = jobs[start : start + batch_size]
                 rows = [prompt_ids[i] for i, _ in batch]
-                input_ids, attention_mask = _left_pad(rows, pad_id, device)
+                shared = shared_prefix_length(rows) if shared_prefix else 0
+                prefix_cache = _prefill_shared(model, rows[0][:shared], len(rows), device) if shared else None
+                if prefix_cache is not None:
+                    input_ids, attention_mask = _pad_after_prefix(rows, shared, pad_id, device)
+                else:
+                    input_ids, attention_mask = _left_pad(rows, pad_id, device)
                 criteria: list[Any] = [_StepTicker(bar, max_new_tokens)] if bar is not None else []
                 text_stop = None
                 if stop_when is not None:
@@ -223,6 +232,8 @@ def sample(
                 extra: dict[str, Any] = {"stopping_criteria": criteria} if criteria else {}
                 if temperature > 0:
                     extra["logits_processor"] = LogitsProcessorList([TemperedNucleus(temperature, top_p)])
+                if prefix_cache is not None:
+                    extra["past_key_values"] = prefix_cache
                 output = model.generate(
                     input_ids=input_ids, attention_mask=attention_mask, generation_config=config, **extra
                 )
@@ -298,6 +309,53 @@ class _TextStop:
                 self.stopped_at[row] = len(tokens)
                 done[row] = True
         return done
+
+
+# Below this many shared tokens the extra forward call costs more than the rows it saves.
+MIN_SHARED_PREFIX = 16
+
+
+def shared_prefix_length(rows: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens all rows share, leaving every row at least one token of its own
+    (generate needs one uncached token to start from); 0 when not worth sharing."""
+    if len(rows) < 2:
+        return 0
+    shortest = min(len(r) for r in rows)
+    length = 0
+    while length < shortest - 1 and all(r[length] == rows[0][length] for r in rows):
+        length += 1
+    return length if length >= MIN_SHARED_PREFIX else 0
+
+
+def _prefill_shared(model: Any, prefix: list[int], rows: int, device: Any) -> Any:
+    """The KV cache of `prefix`, computed once and repeated for `rows` rows; None when the model's
+    cache cannot be repeated (then the batch is prefilled row by row as usual)."""
+    import torch
+
+    out = model(input_ids=torch.tensor([prefix], dtype=torch.long, device=device), use_cache=True)
+    cache = getattr(out, "past_key_values", None)
+    if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+        return None
+    cache.batch_repeat_interleave(rows)
+    return cache
+
+
+def _pad_after_prefix(rows: list[list[int]], shared: int, pad_id: int, device: Any) -> tuple[Any, Any]:
+    """Rows laid out as [shared prefix, padding, own tokens]: the prefix sits at the same columns in
+    every row (so one cached copy fits all), the padding is masked out, and position ids (generate
+    derives them from the mask) run on from the prefix into each row's own tokens."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for k, row in enumerate(rows):
+        input_ids[k, :shared] = torch.tensor(row[:shared], dtype=torch.long)
+        attention_mask[k, :shared] = 1
+        own = row[shared:]
+        input_ids[k, width - len(own):] = torch.tensor(own, dtype=torch.long)
+        attention_mask[k, width - len(own):] = 1
+    return input_ids.to(device), attention_mask.to(device)
 
 
 def _rng_devices(device: Any) -> list[Any]:
