@@ -230,7 +230,10 @@ def test_shared_prefix_length():
     assert shared_prefix_length([base[: MIN_SHARED_PREFIX - 1] + [7, 8], base[: MIN_SHARED_PREFIX - 1] + [9]]) == 0
 
 
-def test_shared_prefix_gives_the_same_samples_and_prefills_it_once(tiny):
+@pytest.mark.parametrize("n", [1, 3])
+def test_shared_prompt_work_gives_the_same_samples_and_is_done_once(tiny, n):
+    """n=1: distinct prompts with a common system message, prefilled once; n=3: each prompt's three
+    samples share one prefill of that prompt. Either way the samples must not change."""
     model, tok = tiny
     system = {"role": "system", "content": "Follow the rules below with care. " * 6}
     prompts = [[system, *user(f"item {i}" + " more" * i)] for i in range(5)]
@@ -243,12 +246,12 @@ def test_shared_prefix_gives_the_same_samples_and_prefills_it_once(tiny):
             runs = {}
             for shared in (False, True):
                 seen.clear()
-                out = sample(model, tok, prompts, n=2, max_new_tokens=8, temperature=temperature, seed=5,
-                             batch_size=10, shared_prefix=shared)
+                out = sample(model, tok, prompts, n=n, max_new_tokens=8, temperature=temperature, seed=5,
+                             batch_size=15, shared_prefix=shared)
+                # prompt tokens run through the model before the first new token is sampled: one
+                # forward without sharing, the shared prefill plus the rest with it
                 runs[shared] = ([[r.completion_ids for r in row] for row in out], seen[0] + seen[1] if shared else seen[0])
             assert runs[True][0] == runs[False][0]
-            # without sharing the first forward is the whole padded batch; with it, one prefix row
-            # plus the batch minus the prefix columns
             assert runs[True][1] < 0.6 * runs[False][1]
     finally:
         hook.remove()

@@ -165,9 +165,9 @@ def sample(
     `stop_when(text_so_far)`: ends a row early once it returns True (checked every few tokens),
     e.g. a reflector answer that is already looping; such a row is marked truncated. Never use it
     for policy rollouts: cutting samples would change the distribution being trained on.
-    `shared_prefix`: the tokens every prompt of a batch starts with (system message, fixed
-    instructions, the same prompt n times) are run through the model once and their cache copied
-    to every row, instead of once per row; the samples are the same either way.
+    `shared_prefix`: prompt tokens that rows of a batch share (the same prompt n times; otherwise
+    a common system message and instructions) are run through the model once and their KV cache
+    copied to the rows, instead of once per row; the samples are the same either way.
     """
     import torch
 
@@ -218,12 +218,7 @@ def sample(
             for start in range(0, len(jobs), batch_size):
                 batch = jobs[start : start + batch_size]
                 rows = [prompt_ids[i] for i, _ in batch]
-                shared = shared_prefix_length(rows) if shared_prefix else 0
-                prefix_cache = _prefill_shared(model, rows[0][:shared], len(rows), device) if shared else None
-                if prefix_cache is not None:
-                    input_ids, attention_mask = _pad_after_prefix(rows, shared, pad_id, device)
-                else:
-                    input_ids, attention_mask = _left_pad(rows, pad_id, device)
+                input_ids, attention_mask, prefix_cache = _prepare_batch(model, rows, pad_id, device, shared_prefix)
                 criteria: list[Any] = [_StepTicker(bar, max_new_tokens)] if bar is not None else []
                 text_stop = None
                 if stop_when is not None:
@@ -325,6 +320,45 @@ def shared_prefix_length(rows: Sequence[Sequence[int]]) -> int:
     while length < shortest - 1 and all(r[length] == rows[0][length] for r in rows):
         length += 1
     return length if length >= MIN_SHARED_PREFIX else 0
+
+
+def _prepare_batch(model: Any, rows: list[list[int]], pad_id: int, device: Any, share: bool) -> tuple[Any, Any, Any]:
+    """input_ids, attention_mask and a pre-filled KV cache (or None) for one generate call.
+
+    Work the rows have in common is done once: when the batch holds the same prompt several times
+    (n samples per prompt: GRPO groups, SDPO groups, k samples in evaluation) each distinct prompt
+    is prefilled once and its cache copied to its samples; otherwise, when all prompts start with
+    the same tokens (a shared system message and instructions), that prefix is prefilled once.
+    vLLM's prefix caching does the same on a GPU, so baselines with groups are not charged for
+    prefilling one prompt eight times."""
+    if share:
+        distinct = [k for k, row in enumerate(rows) if k == 0 or row != rows[k - 1]]
+        if len(distinct) < len(rows):
+            cache = _prefill_distinct(model, rows, distinct, pad_id, device)
+            if cache is not None:
+                return (*_left_pad(rows, pad_id, device), cache)
+        shared = shared_prefix_length(rows)
+        cache = _prefill_shared(model, rows[0][:shared], len(rows), device) if shared else None
+        if cache is not None:
+            return (*_pad_after_prefix(rows, shared, pad_id, device), cache)
+    return (*_left_pad(rows, pad_id, device), None)
+
+
+def _prefill_distinct(model: Any, rows: list[list[int]], distinct: list[int], pad_id: int, device: Any) -> Any:
+    """The KV cache of every row's prompt but its last token (generate feeds that one), computed
+    once per run of identical rows (`distinct`: where each run starts) in the left-padded layout
+    the full batch will have; None when the model's cache cannot be re-indexed."""
+    import torch
+
+    ids, mask = _left_pad([rows[k] for k in distinct], pad_id, device)
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate derives them
+    out = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1], use_cache=True)
+    cache = getattr(out, "past_key_values", None)
+    if cache is None or not hasattr(cache, "batch_select_indices"):
+        return None
+    run_of_row = torch.tensor([sum(1 for start in distinct if start <= k) - 1 for k in range(len(rows))], device=device)
+    cache.batch_select_indices(run_of_row)
+    return cache
 
 
 def _prefill_shared(model: Any, prefix: list[int], rows: int, device: Any) -> Any:
