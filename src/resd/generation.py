@@ -3,6 +3,9 @@ context engine's reflect/curate calls.
 
 Prompts are chat-templated, sorted by length (so a batch wastes little compute on padding),
 left-padded, generated in batches with `model.generate`, then put back in the caller's order.
+Prompt tokens that rows of a batch share are prefilled once and their KV cache copied to the
+rows (`_prepare_batch`): the whole prompt for the n samples of one prompt, else a common prefix such
+as the reflector's fixed instructions. It changes no sample; it is what vLLM's prefix caching does.
 Sampling is plain temperature + nucleus (top-p) sampling as in the paper (§4.1: T=1.0, top-p 0.95),
 done by one logits processor (`TemperedNucleus`: the same nucleus as transformers' warper, found
 without sorting the vocabulary); transformers' own top-k=50 default is switched off.
