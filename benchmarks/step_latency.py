@@ -2,7 +2,7 @@
 
     python benchmarks/step_latency.py                       # SmolLM2-135M on BouncingSim-Easy (~30 min on 2 cores)
     python benchmarks/step_latency.py --env constraints --max-new-tokens 128   # short answers (~9 min)
-    python benchmarks/step_latency.py --model tiny-random   # plumbing check in seconds
+    python benchmarks/step_latency.py --model tiny-random --env constraints   # plumbing check in seconds
 
 The default workload is the paper's own latency measurement (App. F, Figure 8: BouncingSim-Easy):
 a program-writing task whose answers fill the 512-token budget, against 48-token reflections and

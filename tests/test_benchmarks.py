@@ -21,7 +21,7 @@ CASES = {
     "train_throughput.py": ["--model", "tiny-random", "--batch", "4", "--max-new-tokens", "8", "--repeats", "1"],
     "memory.py": ["--model", "tiny-random", "--batch", "2", "--max-new-tokens", "8"],
     "context_overhead.py": ["--model", "tiny-random", "--batch", "2", "--steps", "1", "--max-new-tokens", "8"],
-    "step_latency.py": ["--model", "tiny-random", "--batch-size", "2", "--updates", "1", "--max-new-tokens", "8",
+    "step_latency.py": ["--model", "tiny-random", "--env", "constraints", "--batch-size", "2", "--updates", "1", "--max-new-tokens", "8",
                         "--context-tokens", "8"],
 }
 

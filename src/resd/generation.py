@@ -336,7 +336,7 @@ def _prepare_batch(model: Any, rows: list[list[int]], pad_id: int, device: Any, 
     prefilling one prompt eight times."""
     if share:
         distinct = [k for k, row in enumerate(rows) if k == 0 or row != rows[k - 1]]
-        if len(distinct) < len(rows):
+        if len(distinct) < len(rows) and max(len(r) for r in rows) > 1:  # a 1-token prompt has nothing to cache
             cache = _prefill_distinct(model, rows, distinct, pad_id, device)
             if cache is not None:
                 return (*_left_pad(rows, pad_id, device), cache)
