@@ -13,6 +13,7 @@ without sorting the vocabulary); transformers' own top-k=50 default is switched 
 
 from __future__ import annotations
 
+import bisect
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -359,8 +360,8 @@ def _prefill_distinct(model: Any, rows: list[list[int]], distinct: list[int], pa
     cache = getattr(out, "past_key_values", None)
     if cache is None or not hasattr(cache, "batch_select_indices"):
         return None
-    run_of_row = torch.tensor([sum(1 for start in distinct if start <= k) - 1 for k in range(len(rows))], device=device)
-    cache.batch_select_indices(run_of_row)
+    run_of_row = [bisect.bisect_right(distinct, k) - 1 for k in range(len(rows))]
+    cache.batch_select_indices(torch.tensor(run_of_row, device=device))
     return cache
 
 
