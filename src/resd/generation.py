@@ -344,7 +344,7 @@ def _prepare_batch(model: Any, rows: list[list[int]], pad_id: int, device: Any, 
         shared = shared_prefix_length(rows)
         cache = _prefill_shared(model, rows[0][:shared], len(rows), device) if shared else None
         if cache is not None:
-            return (*_pad_after_prefix(rows, shared, pad_id, device), cache)
+            return (*_left_pad(rows, pad_id, device, shared), cache)
     return (*_left_pad(rows, pad_id, device), None)
 
 
@@ -378,9 +378,16 @@ def _prefill_shared(model: Any, prefix: list[int], rows: int, device: Any) -> An
     return cache
 
 
-def _pad_after_prefix(rows: list[list[int]], shared: int, pad_id: int, device: Any) -> tuple[Any, Any]:
-    """Rows laid out as [shared prefix, padding, own tokens]: the prefix sits at the same columns in
-    every row (so one cached copy fits all), the padding is masked out, and position ids (generate
+def _rng_devices(device: Any) -> list[Any]:
+    # fork_rng saves/restores the CPU generator always; list the accelerator only when used.
+    return [device] if getattr(device, "type", "cpu") == "cuda" else []
+
+
+def _left_pad(rows: list[list[int]], pad_id: int, device: Any, shared: int = 0) -> tuple[Any, Any]:
+    """input_ids and attention_mask with each row's tokens right-aligned and padding masked out.
+
+    With `shared` > 0 the rows are laid out as [shared prefix, padding, own tokens]: the prefix sits
+    at the same columns in every row (so one cached copy fits all), and position ids (generate
     derives them from the mask) run on from the prefix into each row's own tokens."""
     import torch
 
@@ -391,26 +398,9 @@ def _pad_after_prefix(rows: list[list[int]], shared: int, pad_id: int, device: A
         input_ids[k, :shared] = torch.tensor(row[:shared], dtype=torch.long)
         attention_mask[k, :shared] = 1
         own = row[shared:]
-        input_ids[k, width - len(own):] = torch.tensor(own, dtype=torch.long)
-        attention_mask[k, width - len(own):] = 1
-    return input_ids.to(device), attention_mask.to(device)
-
-
-def _rng_devices(device: Any) -> list[Any]:
-    # fork_rng saves/restores the CPU generator always; list the accelerator only when used.
-    return [device] if getattr(device, "type", "cpu") == "cuda" else []
-
-
-def _left_pad(rows: list[list[int]], pad_id: int, device: Any) -> tuple[Any, Any]:
-    import torch
-
-    width = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for k, row in enumerate(rows):
-        if row:
-            input_ids[k, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-            attention_mask[k, width - len(row) :] = 1
+        if own:
+            input_ids[k, width - len(own):] = torch.tensor(own, dtype=torch.long)
+            attention_mask[k, width - len(own):] = 1
     return input_ids.to(device), attention_mask.to(device)
 
 
