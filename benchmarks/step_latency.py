@@ -59,7 +59,8 @@ def make_trainer(method: str, n: int, model, tokenizer, args, out: Path):
 def reset_weights(trainer, initial: dict) -> None:
     """Student (and the EMA teacher's copy) back to the initial weights, in place."""
     trainer.student.load_state_dict(initial)
-    teacher_copy = getattr(trainer.teacher, "model", None) if trainer.teacher is not None else None
+    teacher = trainer.policy.teacher
+    teacher_copy = getattr(teacher, "model", None) if teacher is not None else None
     if teacher_copy is not None:
         teacher_copy.load_state_dict(initial)
 

@@ -1,6 +1,6 @@
 """Training throughput: our student update vs a plain forward/backward of the same model and batch.
 
-Ours: the trainer's own update (`RESDTrainer._apply_update`, kind "distill") on a batch of real
+Ours: the trainer's own update (`resd.train.update.PolicyUpdate.apply`, distillation) on a batch of real
 sampled responses with teacher prompts: student forward on the response positions, top-k
 self-distillation loss, backward, AdamW step. The teacher's no-grad forward is timed separately
 by the trainer and reported on its own line; the ratio compares the student part, the piece that
@@ -42,10 +42,10 @@ def plain_step(model, optimizer, rows, pad_id, micro_batch_size, device, max_gra
 
     start = time.perf_counter()
     model.train()
-    total = sum(len(r["completion"]) for r in rows)
+    total = sum(len(r.completion_ids) for r in rows)
     for i in range(0, len(rows), micro_batch_size):
         chunk = rows[i:i + micro_batch_size]
-        packed = pack([r["prompt"] for r in chunk], [r["completion"] for r in chunk], pad_id, device)
+        packed = pack([r.prompt_ids for r in chunk], [r.completion_ids for r in chunk], pad_id, device)
         labels = packed.input_ids.clone()
         labels[:, :packed.prompt_width] = -100
         labels[:, packed.prompt_width:][packed.completion_mask == 0] = -100
@@ -71,46 +71,46 @@ def main(argv: list[str] | None = None) -> int:
 
     from resd.generation import encode_prompts, sample
     from resd.models import load
+    from resd.train.build import build_accelerator, build_policy, build_update
     from resd.train.config import load_config
-    from resd.train.trainer import RESDTrainer
+    from resd.train.ranks import Ranks
+    from resd.train.update import PhaseTimes, UpdateItem
 
     torch.manual_seed(args.seed)
     model, tokenizer = load(args.model)
     prompts = task_prompts(args.env, args.batch)
     rollouts = sample(model, tokenizer, prompts, n=1, max_new_tokens=args.max_new_tokens, seed=args.seed)
     teacher_ids = encode_prompts(tokenizer, [teacher_messages(p, r[0].text) for p, r in zip(prompts, rollouts)])
-    rows = [{"prompt": r[0].prompt_ids, "completion": r[0].completion_ids, "teacher": t,
-             "mask": [1.0] * len(r[0].completion_ids), "weight": 1.0}
+    rows = [UpdateItem(r[0].prompt_ids, r[0].completion_ids, [1.0] * len(r[0].completion_ids), teacher_prompt_ids=t)
             for r, t in zip(rollouts, teacher_ids) if r[0].completion_ids]
-    tokens = sum(len(r["completion"]) for r in rows)
+    tokens = sum(len(r.completion_ids) for r in rows)
 
     reference = copy.deepcopy(model)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(None, [], method="resd", env=args.env, model=args.model, output_dir=tmp,
                           micro_batch_size=args.micro_batch_size, warmup_steps=0, progress=False)
-        trainer = RESDTrainer(cfg, model=model, tokenizer=tokenizer)
-        trainer._setup()
+        accelerator = build_accelerator(cfg, None)
+        policy = build_policy(cfg, accelerator, model=model, tokenizer=tokenizer)
+        update = build_update(cfg, policy, accelerator, Ranks(accelerator))
         ref_opt = torch.optim.AdamW(reference.parameters(), lr=cfg.learning_rate)
-        device = trainer.acc.device
+        device = accelerator.device
         reference.to(device)
 
-        def ours() -> dict:
-            times = {"teacher_forward": 0.0, "student_step": 0.0}
-            start = time.perf_counter()
-            trainer._apply_update(rows, times, kind="distill")
-            times["total"] = time.perf_counter() - start
-            return times
+        def ours() -> PhaseTimes:
+            update.times = PhaseTimes()
+            update.apply(rows)
+            return update.times
 
         # Warm-up, untimed.
         ours()
-        plain_step(reference, ref_opt, rows, trainer.pad_id, args.micro_batch_size, device, cfg.max_grad_norm)
+        plain_step(reference, ref_opt, rows, policy.pad_id, args.micro_batch_size, device, cfg.max_grad_norm)
         student, teacher, plain = 0.0, 0.0, 0.0
         for _ in range(args.repeats):  # alternate so machine noise hits both alike
-            plain += plain_step(reference, ref_opt, rows, trainer.pad_id, args.micro_batch_size, device,
+            plain += plain_step(reference, ref_opt, rows, policy.pad_id, args.micro_batch_size, device,
                                 cfg.max_grad_norm)
             t = ours()
-            student += t["student_step"]
-            teacher += t["teacher_forward"]
+            student += t.student_step
+            teacher += t.teacher_forward
 
     n = args.repeats
     print_results("training throughput: RESD student update vs plain forward/backward", [

@@ -9,7 +9,7 @@ import pytest
 
 from resd.cli import main
 from resd.context import ContextConfig, ContextUpdater, Playbook
-from resd.context.icl import grow_playbook, with_playbook
+from resd.experiments.icl import grow_playbook, with_playbook
 from resd.envs.base import Environment, Outcome, Task
 
 

@@ -9,7 +9,7 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from resd.context import TeacherSlots, build_teacher_messages, fit_teacher_prompt, peer_solution
+from resd.context import TeacherSlots, build_teacher_messages, fit_teacher_prompt
 from resd.context.prompt_files import read_template
 from resd.context.teacher_prompt import TEMPLATE_NAMES
 from resd.errors import UserError
@@ -53,7 +53,7 @@ def test_resd_template_shows_every_slot_keeps_system_and_ends_with_instruction()
         assert marker in text
     assert "hmm" not in text  # thinking stripped from the previous trial
     assert text.rstrip().endswith("correct answer to the original task.")
-    assert messages.has_extra_context
+    assert all(messages.values.values())
 
 
 @pytest.mark.parametrize("slot", list(MARKERS))
@@ -69,7 +69,7 @@ def test_each_slot_can_be_switched_off(slot):
 def test_empty_slots_vanish_and_no_slot_means_no_extra_context():
     messages = build_teacher_messages("resd", TASK, playbook="", previous_trial=None, feedback=None,
                                       reflection=None, solution=None)
-    assert not messages.has_extra_context
+    assert not any(messages.values.values())
     assert "Lessons collected" not in user_text(messages)
     assert user_text(messages).startswith("Accept tapes that contain BRBR.\n\nUse the notes")
 
@@ -83,7 +83,9 @@ def test_sdpo_template_uses_solution_and_feedback_only():
     assert text.rstrip().endswith("Now solve the original task correctly.")
     assert build_teacher_messages("sdpo-ss", TASK, **CONTEXT) == build_teacher_messages("sdpo", TASK, **CONTEXT)
     no_peer = build_teacher_messages("sdpo", TASK, **{**CONTEXT, "solution": None, "feedback": None})
-    assert not no_peer.has_extra_context
+    assert not any(no_peer.values.values())
+    assert TeacherSlots().restricted_to("sdpo").on() == ["feedback", "solution"]
+    assert TeacherSlots(feedback=False).restricted_to("rosd").on() == ["reflection", "solution"]
 
 
 def test_rosd_template_carries_the_explanation():
@@ -110,8 +112,6 @@ def test_user_template_file_and_errors(tmp_path):
         build_teacher_messages("no-such-template", TASK, **CONTEXT)
     with pytest.raises(UserError, match="no user message"):
         build_teacher_messages("resd", [{"role": "system", "content": "x"}], **CONTEXT)
-    with pytest.raises(UserError, match="unknown teacher slot"):
-        TeacherSlots.from_dict({"memory": False})
 
 
 def test_earlier_turns_are_kept_and_only_the_last_user_turn_rewritten():
@@ -119,53 +119,3 @@ def test_earlier_turns_are_kept_and_only_the_last_user_turn_rewritten():
             {"role": "user", "content": "second"}]
     messages = build_teacher_messages("resd", task, **CONTEXT)
     assert messages[:2] == task[:2] and user_text(messages).startswith("second")
-
-
-def test_peer_solution_never_own_unless_self_success_allowed():
-    assert peer_solution(["a", "b", "c"], [True, False, True], 0) == "c"
-    assert peer_solution(["a", "b"], [True, False], 0) is None
-    assert peer_solution(["a", "b"], [True, False], 0, allow_self=True) == "a"
-    assert peer_solution(["a", "b"], [True, False], 1) == "a"
-
-
-# ---- token budget ---------------------------------------------------------------------------
-def assistant_header(tokenizer) -> list[int]:
-    return tokenizer("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
-
-
-def test_fit_without_truncation(tokenizer):
-    messages = build_teacher_messages("resd", TASK, **CONTEXT)
-    ids, stats = fit_teacher_prompt(tokenizer, messages, 10_000)
-    assert stats["teacher/truncated"] == 0 and stats["teacher/prompt_tokens"] == len(ids)
-    assert ids[-len(assistant_header(tokenizer)):] == assistant_header(tokenizer)
-
-
-def test_fit_shortens_the_longest_slot_and_keeps_instruction_and_header(tokenizer):
-    long_trial = "START s0: " + " ".join(["filler"] * 3000) + " NEXT s1"
-    messages = build_teacher_messages("resd", TASK, **{**CONTEXT, "previous_trial": long_trial})
-    full_ids, _ = fit_teacher_prompt(tokenizer, messages, 100_000)
-    ids, stats = fit_teacher_prompt(tokenizer, messages, 400)
-    assert len(full_ids) > 3000 and len(ids) <= 400
-    assert stats["teacher/truncated"] == 1 and stats["teacher/prompt_tokens"] == len(ids)
-    assert stats["teacher/cut_chars"] > 0
-    assert ids[-len(assistant_header(tokenizer)):] == assistant_header(tokenizer)
-    decoded = tokenizer.decode(ids)
-    assert "original task" in decoded  # instruction intact
-    assert "You build factories" in decoded  # system message intact
-    for short in ("Declare every node", "never declared", "Passed 3 / 10 tests"):
-        assert short in decoded  # the short slots were not touched
-    assert "characters cut" in decoded  # the long slot says it was shortened
-
-
-def test_fit_refuses_when_even_the_frame_does_not_fit(tokenizer):
-    messages = build_teacher_messages("resd", TASK, **CONTEXT)
-    with pytest.raises(UserError, match="raise the teacher prompt budget"):
-        fit_teacher_prompt(tokenizer, messages, 20)
-
-
-def test_fit_plain_messages_cuts_the_longest_non_system_message(tokenizer):
-    plain = [{"role": "system", "content": "You build factories."},
-             {"role": "user", "content": "Accept " + " ".join(["filler"] * 2000) + " tapes."}]
-    ids, stats = fit_teacher_prompt(tokenizer, plain, 300)
-    assert len(ids) <= 300 and stats["teacher/truncated"] == 1
-    assert "You build factories" in tokenizer.decode(ids)

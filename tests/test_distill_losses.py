@@ -1,4 +1,4 @@
-"""Distillation losses against direct formulas on small tensors (SPEC §1.6-1.7, paper App. B)."""
+"""Per-token losses against direct formulas on small tensors (paper Eq. 1, App. A-B)."""
 
 from __future__ import annotations
 
@@ -9,18 +9,38 @@ import torch
 import torch.nn.functional as F
 
 from resd.distill import (
+    LossSettings,
     clamp_teacher_logprobs,
+    divergence_per_token,
     group_advantages,
-    importance_weights,
-    policy_gradient_loss,
-    self_distillation_loss,
+    per_token_loss,
+    policy_gradient_per_token,
+    sampled_token_per_token,
     sequence_logprobs,
     success_rate_weights,
-    token_level_distillation_loss,
 )
 from resd.errors import UserError
 
 B, T, V = 2, 3, 12
+
+
+def self_distillation_loss(s, t, mask, **kw):
+    """(token mean, per-token divergence): the reduction written out here so the tests can take
+    gradients of a scalar; the trainer's own reduction is tested in test_train_update.py."""
+    per_token = divergence_per_token(s, t, mask, **kw)
+    return per_token.sum() / mask.sum().clamp(min=1), per_token
+
+
+def token_level_distillation_loss(ls, lt, mask, weights=None):
+    per_token = sampled_token_per_token(ls, lt, mask)
+    if weights is not None:
+        per_token = per_token * weights[:, None]
+    return per_token.sum() / mask.sum().clamp(min=1), per_token
+
+
+def policy_gradient_loss(logp, old, adv, mask):
+    per_token = policy_gradient_per_token(logp, old, adv, mask)
+    return per_token.sum() / mask.sum().clamp(min=1), per_token
 
 
 def _logits(seed: int, dtype: torch.dtype = torch.float64, scale: float = 2.0) -> torch.Tensor:
@@ -159,19 +179,12 @@ def test_gradients_reach_the_student_only() -> None:
     assert t.grad is None
 
 
-def test_weighted_token_mean_aggregation() -> None:
+def test_per_token_divergence_is_zero_outside_the_mask() -> None:
     s, t = _logits(14), _logits(15)
     mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
-    weights = torch.tensor([0.5, 1.5], dtype=torch.float64)
-    loss, per_token = self_distillation_loss(s, t, mask, alpha=0.5, sample_weights=weights)
+    _, per_token = self_distillation_loss(s, t, mask, alpha=0.5)
     unmasked = self_distillation_loss(s, t, torch.ones(B, T), alpha=0.5)[1]
     torch.testing.assert_close(per_token, unmasked * mask.double())
-    expected = (weights[:, None] * mask * unmasked).sum() / mask.sum()
-    torch.testing.assert_close(loss, expected)
-    # Importance weights multiply per token on top.
-    rho = torch.full((B, T), 2.0, dtype=torch.float64)
-    loss_is, _ = self_distillation_loss(s, t, mask, alpha=0.5, sample_weights=weights, is_weights=rho)
-    torch.testing.assert_close(loss_is, 2 * expected)
 
 
 def test_all_zero_mask_gives_zero_loss_with_a_graph() -> None:
@@ -233,8 +246,10 @@ def test_bad_arguments_raise_user_errors() -> None:
         self_distillation_loss(s, t, mask, alpha=0.5, topk=0)
     with pytest.raises(UserError, match="ratio_max"):
         self_distillation_loss(s, t, mask, alpha=0.5, ratio_min=0.5, ratio_max=0.2)
-    with pytest.raises(UserError, match="sample_weights"):
-        self_distillation_loss(s, t, mask, alpha=0.5, sample_weights=[1.0, 1.0, 1.0])
+    with pytest.raises(UserError, match="teacher's logits"):
+        per_token_loss(LossSettings(), s, torch.zeros(B, T, dtype=torch.long), mask)
+    with pytest.raises(UserError, match="advantage"):
+        per_token_loss(LossSettings(mode="policy_gradient"), s, torch.zeros(B, T, dtype=torch.long), mask)
 
 
 def test_token_level_gradient_is_the_score_function_formula() -> None:
@@ -260,7 +275,7 @@ def test_token_level_is_unbiased_for_the_reverse_kl_gradient() -> None:
     lt = sequence_logprobs(t_logits.expand(V, 1, V), ids)
     probs = s_logits.softmax(-1).reshape(V)
     # Token mean divides by V samples; weights V * p(v) turn it into the expectation over v.
-    loss, _ = token_level_distillation_loss(ls, lt, torch.ones(V, 1), sample_weights=V * probs)
+    loss, _ = token_level_distillation_loss(ls, lt, torch.ones(V, 1), weights=V * probs)
     loss.backward()
 
     exact = _grad(lambda y: self_distillation_loss(y, t_logits, torch.ones(1, 1), alpha=1.0, topk=None, ratio_min=None)[0], s_logits)
@@ -273,17 +288,6 @@ def test_token_level_ignores_minus_inf_outside_the_mask() -> None:
     loss, _ = token_level_distillation_loss(ls, lt, torch.tensor([[1.0, 0.0]]))
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(ls.grad).all()
-
-
-def test_importance_weights_clip_and_detach() -> None:
-    logp = torch.log(torch.tensor([[0.5, 0.5, 0.9, 0.1]])).requires_grad_(True)
-    old = torch.log(torch.tensor([[0.5, 0.1, 0.6, 0.4]]))
-    w = importance_weights(logp, old, clip=2.0)
-    torch.testing.assert_close(w, torch.tensor([[1.0, 2.0, 1.5, 0.25]]))
-    assert not w.requires_grad
-    assert importance_weights(logp, old, clip=None)[0, 1].item() == pytest.approx(5.0)
-    huge = importance_weights(torch.tensor([[0.0]]), torch.tensor([[-1000.0]]), clip=None)
-    assert huge.item() == pytest.approx(math.exp(20.0), rel=1e-5)
 
 
 def test_success_rate_weights_app_b() -> None:
@@ -336,7 +340,7 @@ def test_policy_gradient_loss_on_policy_and_clipping() -> None:
 
 
 # --- cross-check against TRL's experimental SDPO loss (an independent implementation) -------------
-# Without the ratio clamp (ours, SPEC §1.6; TRL has none) the per-token divergences must agree.
+# Without the ratio clamp (ours, paper §2; TRL has none) the per-token divergences must agree.
 
 @pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
 @pytest.mark.parametrize("topk, add_tail", [(5, True), (5, False), (None, True)])
@@ -368,3 +372,22 @@ def test_sampled_token_surrogate_matches_trl_experimental_sdpo():
                                             torch.ones(2, 5, dtype=torch.float64))
     theirs = trl_sdpo.compute_sampled_token_self_distillation_loss(student, teacher, ids, distillation_alpha=1.0)
     torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("mode", ["topk_logits", "full_logits", "sampled_token", "policy_gradient"])
+def test_the_dispatch_gives_each_modes_per_token_loss(mode) -> None:
+    s, t = _logits(30), _logits(31)
+    ids = torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(2))
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    adv = torch.tensor([0.5, -1.0])
+    settings = LossSettings(mode=mode, alpha=0.5 if "logits" in mode else 1.0, topk=4)
+    got = per_token_loss(settings, s, ids, mask, teacher_logits=t, advantages=adv)
+    expected = {
+        "topk_logits": lambda: divergence_per_token(s, t, mask, alpha=0.5, topk=4),
+        "full_logits": lambda: divergence_per_token(s, t, mask, alpha=0.5, topk=None),
+        "sampled_token": lambda: sampled_token_per_token(sequence_logprobs(s, ids), sequence_logprobs(t, ids), mask),
+        "policy_gradient": lambda: policy_gradient_per_token(sequence_logprobs(s, ids), sequence_logprobs(s, ids),
+                                                             adv, mask),
+    }[mode]()
+    torch.testing.assert_close(got, expected)
+    assert got.shape == (B, T) and (got[1, 2] == 0)

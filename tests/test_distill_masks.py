@@ -10,10 +10,8 @@ from transformers import PreTrainedTokenizerFast
 from resd.distill import (
     char_to_token_index,
     error_suffix_mask,
-    error_suffix_mask_tensor,
     find_error_span,
     locate_error_token,
-    response_mask,
 )
 from resd.errors import UserError
 
@@ -115,15 +113,3 @@ def test_error_suffix_mask() -> None:
     assert error_suffix_mask(5, 0) == [1, 1, 1, 1, 1]
     assert error_suffix_mask(5, 9) == [0, 0, 0, 0, 1]
     assert error_suffix_mask(0, 3) == []
-
-
-def test_error_suffix_mask_tensor_and_response_mask() -> None:
-    masks = error_suffix_mask_tensor([1, None, 7], [3, 2, 4], width=5)
-    expected = torch.tensor([[0, 1, 1, 0, 0], [1, 1, 0, 0, 0], [0, 0, 0, 1, 0]], dtype=torch.float32)
-    assert torch.equal(masks, expected)
-    lengths = response_mask([3, 2, 4], 5)
-    assert torch.equal(lengths, torch.tensor([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 0]], dtype=torch.float32))
-    # ROSD loss mask = response mask x error-suffix mask; never more than the response.
-    assert torch.equal(masks * lengths, masks)
-    with pytest.raises(UserError):
-        error_suffix_mask_tensor([1], [3, 4], width=5)

@@ -25,8 +25,9 @@ def test_ablations_are_resd_with_one_component_off():
     arms = compare.build_arms(["sdpo"], ablations=True)
     assert [a.name for a in arms] == ["resd", "resd-no_reflection", "resd-no_playbook", "resd-no_solution_buffer"]
     assert all(a.method == "resd" for a in arms)
-    assert [a.values for a in arms[1:]] == [{"no_reflection": True}, {"no_playbook": True},
-                                            {"no_solution_buffer": True}]
+    assert [a.values for a in arms[1:]] == [{"teacher_slots": {"reflection": False}},
+                                            {"teacher_slots": {"playbook": False}},
+                                            {"context": {"use_solution_buffer": False}}]
 
 
 def test_every_method_gets_its_preset_on_the_same_stream(tmp_path: Path):
@@ -79,7 +80,7 @@ def test_a_finished_run_is_reused_only_with_the_same_config(tmp_path: Path):
 def test_the_base_model_is_evaluated_once_per_seed_and_shared(tmp_path: Path, monkeypatch):
     import json
 
-    import resd.eval.evaluate as evaluate_module
+    import resd.train.evaluation as evaluate_module  # where the trainer's evaluations go through
 
     calls = []
     real = evaluate_module.evaluate
@@ -104,7 +105,7 @@ def test_the_base_model_is_evaluated_once_per_seed_and_shared(tmp_path: Path, mo
 
 
 def test_a_cached_base_evaluation_is_ignored_when_the_settings_differ(tmp_path: Path):
-    from resd.train.trainer import base_eval_identity, read_base_eval, write_base_eval
+    from resd.train.evaluation import base_eval_identity, read_base_eval, write_base_eval
     from resd.train.config import load_config
 
     cache = tmp_path / "base.json"

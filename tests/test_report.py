@@ -198,6 +198,10 @@ def test_cli_report_command(runs_dir: Path, tmp_path: Path, capsys):
 def test_ablation_runs_are_named_from_their_config(tmp_path: Path):
     run = write_run(tmp_path, "abl", "resd", 0, RESD_EVALS[0])
     config = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump({**config, "teacher_slots": {"playbook": False, "reflection": True},
+                                                     "context": {"use_solution_buffer": False}}))
+    assert report.load_run(run).label == "RESD w/o playbook w/o solution buffer"
+    # run directories written by resd 0.1 named the ablations with their own keys
     (run / "config.yaml").write_text(yaml.safe_dump({**config, "no_playbook": True, "no_reflection": False}))
     assert report.load_run(run).label == "RESD w/o playbook"
 

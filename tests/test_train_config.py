@@ -40,8 +40,37 @@ def test_method_presets(method, n, eta):
 def test_method_specific_switches():
     assert load_config(method="sdpo").dont_reprompt_on_self_success
     assert not load_config(method="sdpo_ss").dont_reprompt_on_self_success
-    assert load_config(method="rosd").error_suffix_mask
-    assert load_config(method="resd").use_context and not load_config(method="sdpo").use_context
+    assert [load_config(method=m).context_engine for m in ("resd", "sdpo", "rosd")] == ["resd", "peers", "rosd"]
+    assert load_config(method="rosd").context.reflection_max_new_tokens == 256
+    assert not load_config(method="rosd").teacher_slots.feedback and load_config(method="sdpo").teacher_slots.feedback
+
+
+def test_the_method_list_is_the_list_of_presets():
+    from resd.train.methods import PRESETS
+
+    assert METHODS == tuple(PRESETS) == ("resd", "sdpo", "sdpo_ss", "rosd", "grpo")
+
+
+def test_deprecated_keys_keep_working_with_one_line_each(tmp_path, capsys):
+    path = write(tmp_path / "old.yaml", {"no_reflection": True, "include_environment_feedback": False,
+                                         "no_solution_buffer": True, "is_clip": 2.0,
+                                         "context": {"success_threshold": 0.5, "curate": False}})
+    cfg = load_config(path)
+    assert not cfg.teacher_slots.reflection and not cfg.teacher_slots.feedback and not cfg.teacher_slots.playbook
+    assert not cfg.context.use_solution_buffer and cfg.success_reward_threshold == 0.5
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 6 and all(line.startswith("resd: warning: config key") for line in lines)
+    for new in ("teacher_slots.reflection=false", "teacher_slots.feedback=false", "context.use_solution_buffer=false",
+                "success_reward_threshold", "teacher_slots.playbook=false", "no effect"):
+        assert any(new in line for line in lines), new
+    rosd = load_config(method="rosd", reflection_max_new_tokens=32, use_context=False, error_suffix_mask=True)
+    assert rosd.context.reflection_max_new_tokens == 32 and rosd.context_engine == "rosd"
+    # a run directory written by resd 0.1 still resumes (its config lists every old key)
+    old_run = {k: v for k, v in load_config().to_dict().items() if k not in ("teacher_slots", "context_engine")}
+    old_run.update(no_playbook=True, no_reflection=False, include_previous_trial=True, use_context=True,
+                   error_suffix_mask=False, is_clip=2.0, reflection_max_new_tokens=256)
+    resumed = config_from_dict(old_run)
+    assert not resumed.teacher_slots.playbook and resumed.teacher_slots.reflection and resumed.context_engine == "resd"
 
 
 def test_yaml_wins_over_preset_and_override_wins_over_yaml(tmp_path):

@@ -8,37 +8,19 @@ import pytest
 import torch
 
 import resd.envs as envs
-from resd.envs import Environment, Outcome, Task
+from resd.envs import Outcome
 from resd.models import tiny_model
 from resd.train import RESDTrainer, load_config
 from resd.train.teacher import EMATeacher, ema_update_
-
-LETTERS = "aeo"
-
-
-@envs.register("train-test-letters")
-class LetterEnv(Environment):
-    """Succeed when the completion contains a given letter: ~half of tiny-model samples do."""
-
-    name = "train-test-letters"
-
-    def tasks(self, split):
-        n = 16 if split == "train" else 3
-        return [Task(id=f"{split}-{i}", prompt=[{"role": "user", "content": f"Write a word with {LETTERS[i % 3]} ({i})."}],
-                     meta={"letter": LETTERS[i % 3]}) for i in range(n)]
-
-    def score(self, task, completion):
-        ok = task.meta["letter"] in completion
-        return Outcome(reward=float(ok), acc=float(ok), passed=[ok],
-                       feedback="" if ok else f"the answer has no letter {task.meta['letter']!r}")
+from toyenv import LetterEnv
 
 
 def smoke_config(tmp_path, method, **extra):
-    values = dict(env="train-test-letters", batch_size=2, max_batches=2, inner_updates=2,
+    values = dict(env="letters", batch_size=2, max_batches=2, inner_updates=2,
                   max_completion_length=8, generation_batch_size=8, learning_rate=1e-3, warmup_steps=0,
                   eval_every=2, eval_k=2, eval_limit=2, progress=False, output_dir=str(tmp_path / method),
                   context={"reflection_max_new_tokens": 8, "curation_max_new_tokens": 8},
-                  reflection_max_new_tokens=8, max_teacher_prompt_length=1024)
+                  max_teacher_prompt_length=1024)
     if method != "resd":
         values["num_generations"] = 2 if method == "grpo" else 3
     values.update(extra)
@@ -79,9 +61,10 @@ def test_every_method_runs_and_writes_the_run_directory(tmp_path, method):
     assert (run / "config.yaml").exists()
     if method == "resd":
         assert sorted(p.name for p in (run / "playbooks").iterdir()) == [f"step_{i:06d}.json" for i in range(1, 5)]
-    # Some update happened (a distilled or advantaged token): the weights moved.
-    if any(m["distill_tokens"] > 0 for m in metrics):
-        assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())
+    # Seeded, so deterministic: every method met both successes and failures and updated the weights.
+    assert 0 < sum(m["success_rate"] for m in metrics) < len(metrics)
+    assert any(m["distill_tokens"] > 0 for m in metrics)
+    assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())
 
 
 def test_ema_update_is_the_paper_formula():
@@ -142,30 +125,16 @@ def test_lora_run_trains_only_the_adapter(tmp_path):
     assert set(saved) == set(load_file(str(run / "checkpoints" / "latest" / "teacher.safetensors")))
 
 
-def test_sdpo_distils_failures_only_with_a_peer_or_feedback(tmp_path):
-    """SDPO's mask: with no environment feedback and no successful peer nothing is distilled."""
-    model, tokenizer = tiny_model(seed=5)
-    cfg = smoke_config(tmp_path, "sdpo", include_environment_feedback=False, max_batches=1, inner_updates=1,
-                       do_eval=False)
-    run = RESDTrainer(cfg, model=model, tokenizer=tokenizer).train()
-    (m,) = read_jsonl(run / "metrics.jsonl")
-    assert m["teacher/feedback_fraction"] == 0.0
-    if m["success_rate"] == 0.0:
-        assert m["distill_samples"] == 0 and m["loss"] == 0.0
-    else:
-        assert m["distill_samples"] > 0 and m["teacher/solution_fraction"] > 0
-
-
 def test_early_stop_leaves_the_batch_when_everything_succeeds(tmp_path):
-    @envs.register("train-test-always")
+    @envs.register("letters-always")
     class Always(LetterEnv):
-        name = "train-test-always"
+        name = "letters-always"
 
         def score(self, task, completion):
             return Outcome(reward=1.0, acc=1.0, passed=[True], feedback="")
 
     model, tokenizer = tiny_model(seed=6)
-    cfg = smoke_config(tmp_path, "resd", env="train-test-always", inner_updates=4, early_stop=True,
+    cfg = smoke_config(tmp_path, "resd", env="letters-always", inner_updates=4, early_stop=True,
                        min_updates=1, do_eval=False)
     run = RESDTrainer(cfg, model=model, tokenizer=tokenizer).train()
     metrics = read_jsonl(run / "metrics.jsonl")
@@ -178,7 +147,7 @@ def test_public_step_runs_one_iteration_on_given_tasks(tmp_path):
     task = LetterEnv().tasks("test")[0]
     record = trainer.step([task, task])
     assert record["step"] == 1 and record["rollouts"] == 2
-    assert trainer.context is not None and trainer.state["step"] == 1
+    assert trainer.engine is not None and trainer.state.step == 1
     assert trainer.step([task])["step"] == 2
 
 
@@ -195,27 +164,3 @@ def test_cli_reports_config_errors_in_one_line(capsys):
     assert main(["train", "learnin_rate=1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "learnin_rate" in err[0] and "learning_rate" in err[0]
-
-
-def test_grpo_update_is_the_on_policy_surrogate_with_group_advantages(tmp_path):
-    """At the step the ratio is 1, so the loss is -sum_i A_i * T_i / sum_i T_i (token mean)."""
-    from resd.train.targets import ScoredSample
-
-    model, tokenizer = tiny_model(seed=9)
-    trainer = RESDTrainer(smoke_config(tmp_path, "grpo", num_generations=2, do_eval=False),
-                          model=model, tokenizer=tokenizer)
-    trainer.setup()
-    task = LetterEnv().tasks("train")[0]
-    prompt = tokenizer("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")["input_ids"]
-    lengths, rewards = [3, 5, 4, 2], [1.0, 0.0, 0.0, 0.0]
-    samples = [ScoredSample(task, g, "x", prompt, list(range(10, 10 + n)), False,
-                            Outcome(reward=r, acc=r, feedback=""))
-               for g, n, r in zip([0, 0, 1, 1], lengths, rewards)]
-    before = [p.detach().clone() for p in model.parameters()]
-    times = {"teacher_forward": 0.0, "student_step": 0.0}
-    out = trainer._grpo_update(samples, times)
-    advantages = [0.5, -0.5, 0.0, 0.0]  # Dr. GRPO: reward minus group mean, no std scaling
-    expected = -sum(a * n for a, n in zip(advantages, lengths)) / sum(lengths)
-    assert out["loss"] == pytest.approx(expected, abs=1e-6)
-    assert out["distill_tokens"] == sum(lengths) and out["distill_samples"] == 2
-    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))

@@ -4,7 +4,6 @@ rank holds the same playbook, and one update gives the same loss and weights as 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -13,66 +12,47 @@ from pathlib import Path
 import pytest
 import yaml
 
-TOY_ENV = '''
-from resd.envs import Environment, Outcome, Task
-
-class LetterEnv(Environment):
-    name = "mp-letters"
-
-    def tasks(self, split):
-        n = 8 if split == "train" else 2
-        return [Task(id=f"{split}-{i}", prompt=[{"role": "user", "content": f"Write a word with {'aeo'[i % 3]} ({i})."}],
-                     meta={"letter": "aeo"[i % 3]}) for i in range(n)]
-
-    def score(self, task, completion):
-        ok = task.meta["letter"] in completion
-        return Outcome(reward=float(ok), acc=float(ok), passed=[ok], feedback="" if ok else "no letter " + task.meta["letter"])
-'''
-
 # One policy update on fixed, hand-made samples (5 of them: with 2 ranks and micro-batches of 2,
 # rank 1 runs one real and one zero-weight padding micro-batch), then print loss and weights.
 UPDATE_SCRIPT = '''
 import json, sys, torch
 from resd.train import load_config
-from resd.train.trainer import RESDTrainer
+from resd.train.build import build_accelerator, build_policy, build_update, seed_everything
+from resd.train.ranks import Ranks
+from resd.train.update import UpdateItem
 
 cfg = load_config(sys.argv[1], [f"output_dir={sys.argv[2]}"])
-trainer = RESDTrainer(cfg)
-trainer._setup()
-tok = trainer.tokenizer
+accelerator = build_accelerator(cfg, None)
+ranks = Ranks(accelerator)
+seed_everything(cfg.seed)
+policy = build_policy(cfg, accelerator)
+update = build_update(cfg, policy, accelerator, ranks)
+tok = policy.tokenizer
 gen = torch.Generator().manual_seed(0)
 items = []
 for i in range(5):
     prompt = tok(f"<|im_start|>user\\nWrite a word with a ({i}).<|im_end|>\\n<|im_start|>assistant\\n")["input_ids"]
     teacher = tok(f"<|im_start|>user\\nWrite a word with a ({i}). Hint: use the letter a.<|im_end|>\\n<|im_start|>assistant\\n")["input_ids"]
     completion = torch.randint(3, len(tok), (3 + 2 * i,), generator=gen).tolist()
-    items.append({"prompt": prompt, "completion": completion, "teacher": teacher,
-                  "mask": [1.0] * len(completion), "weight": [0.5, 1.5, 1.0, 0.8, 1.2][i]})
-times = {"teacher_forward": 0.0, "student_step": 0.0}
+    items.append(UpdateItem(prompt, completion, [1.0] * len(completion), weight=[0.5, 1.5, 1.0, 0.8, 1.2][i],
+                            teacher_prompt_ids=teacher))
 # A teacher that differs from the student, so the loss is not ~0.
 with torch.no_grad():
-    for p in trainer.teacher.model.parameters():
+    for p in policy.teacher.model.parameters():
         p.add_(0.05 * torch.randn(p.shape, generator=gen))
-out = trainer._apply_update(items, times, kind="distill")
-if trainer.main:
-    weights = torch.cat([p.detach().flatten() for p in trainer.student.parameters()])
-    print("RESULT " + json.dumps({"loss": out["loss"], "tokens": out["distill_tokens"], "grad_norm": out["grad_norm"],
+out = update.apply(items)
+if ranks.main:
+    weights = torch.cat([p.detach().flatten() for p in policy.student.parameters()])
+    print("RESULT " + json.dumps({"loss": out.loss, "tokens": out.distill_tokens, "grad_norm": out.grad_norm,
                                    "weights": weights[:2000].tolist()}), flush=True)
 from resd.train.trainer import finish_distributed
 finish_distributed()
 '''
 
 
-def _setup(tmp_path: Path) -> dict:
-    (tmp_path / "mp_toyenv.py").write_text(TOY_ENV)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{env.get('PYTHONPATH', '')}"
-    env.setdefault("OMP_NUM_THREADS", "1")
-    return env
-
-
 def _config(tmp_path: Path, **extra) -> Path:
-    cfg = {"method": "resd", "env": "mp_toyenv:LetterEnv", "model": "tiny-random", "batch_size": 4, "max_batches": 1,
+    cfg = {"method": "resd", "env": "toyenv:LetterEnv", "env_options": {"train_size": 8, "test_size": 2},
+           "model": "tiny-random", "batch_size": 4, "max_batches": 1,
            "inner_updates": 2, "max_completion_length": 8, "learning_rate": 1e-3, "warmup_steps": 0,
            "micro_batch_size": 2, "progress": False, "max_teacher_prompt_length": 1024, "do_eval": False,
            "context": {"reflection_max_new_tokens": 8, "curation_max_new_tokens": 8}, **extra}
@@ -93,8 +73,8 @@ def _accelerate() -> list[str]:
 
 
 @pytest.mark.slow
-def test_two_process_smoke_run_keeps_the_playbook_identical(tmp_path):
-    env = _setup(tmp_path)
+def test_two_process_smoke_run_keeps_the_playbook_identical(tmp_path, subprocess_env):
+    env = subprocess_env
     run = tmp_path / "run"
     proc = subprocess.run([*_accelerate(), "-m", "resd.cli", "train", "--config", str(_config(tmp_path)),
                            "--output-dir", str(run)], env=env, capture_output=True, text=True, timeout=300)
@@ -107,8 +87,8 @@ def test_two_process_smoke_run_keeps_the_playbook_identical(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_process_update_matches_one_process(tmp_path):
-    env = _setup(tmp_path)
+def test_two_process_update_matches_one_process(tmp_path, subprocess_env):
+    env = subprocess_env
     config = _config(tmp_path)
     script = tmp_path / "update.py"
     script.write_text(UPDATE_SCRIPT)
@@ -169,9 +149,9 @@ def test_unknown_process_count_is_a_clear_error_not_a_silent_single_process():
 
 
 @pytest.mark.slow
-def test_accelerate_launch_cpu_with_two_processes_trains_on_two_ranks(tmp_path):
+def test_accelerate_launch_cpu_with_two_processes_trains_on_two_ranks(tmp_path, subprocess_env):
     exe = _accelerate()[0]
-    env = _setup(tmp_path)
+    env = subprocess_env
     run = tmp_path / "run"
     proc = subprocess.run([exe, "launch", "--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
                            "no", "--dynamo_backend", "no", "--main_process_port", "29533", "-m", "resd.cli", "train",

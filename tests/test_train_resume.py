@@ -16,25 +16,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-TOY_ENV = '''
-from resd.envs import Environment, Outcome, Task
-
-class LetterEnv(Environment):
-    name = "resume-letters"
-
-    def tasks(self, split):
-        n = 12 if split == "train" else 2
-        return [Task(id=f"{split}-{i}", prompt=[{"role": "user", "content": f"Write a word with {'aeo'[i % 3]} ({i})."}],
-                     meta={"letter": "aeo"[i % 3]}) for i in range(n)]
-
-    def score(self, task, completion):
-        ok = task.meta["letter"] in completion
-        return Outcome(reward=float(ok), acc=float(ok), passed=[ok],
-                       feedback="" if ok else "the answer lacks the letter " + task.meta["letter"])
-'''
-
 CONFIG = {
-    "method": "resd", "env": "resume_toyenv:LetterEnv", "model": "tiny-random", "batch_size": 2,
+    "method": "resd", "env": "toyenv:LetterEnv", "env_options": {"train_size": 12, "test_size": 2}, "model": "tiny-random", "batch_size": 2,
     "max_batches": 3, "inner_updates": 2, "max_completion_length": 8, "learning_rate": 1e-3,
     "warmup_steps": 2, "do_eval": False, "progress": False, "max_teacher_prompt_length": 1024,
     # Sampled (not greedy) reflections use the global torch RNG: resume must restore it.
@@ -42,14 +25,6 @@ CONFIG = {
                 "curation_temperature": 1.0, "concise_every": 2},
 }
 STEPS = 6
-
-
-def _env(tmp_path: Path) -> dict:
-    (tmp_path / "resume_toyenv.py").write_text(TOY_ENV)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{env.get('PYTHONPATH', '')}"
-    env.setdefault("OMP_NUM_THREADS", "1")  # two runs at once: avoid thread oversubscription
-    return env
 
 
 def _train(args: list[str], env: dict) -> subprocess.Popen:
@@ -68,8 +43,8 @@ def _comparable(rows: list[dict]) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
-    env = _env(tmp_path)
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, subprocess_env):
+    env = subprocess_env
     config = tmp_path / "resume.yaml"
     config.write_text(yaml.safe_dump(CONFIG))
     full, killed = tmp_path / "full", tmp_path / "killed"

@@ -155,23 +155,18 @@ def _check_eval_rows(path: Path, rows: list[dict[str, Any]]) -> None:
                 raise UserError(f"{path} entry {i}: {k} should be a number, got {row[k]!r}")
 
 
-ABLATIONS: dict[str, str] = {
-    "no_reflection": "w/o reflection", "no_playbook": "w/o playbook", "no_solution_buffer": "w/o solution buffer",
-}
-"""Config switches of the teacher-prompt ablations (RESD Table 3) and their row names."""
-
-
 def run_label(method: str, config: dict[str, Any]) -> str:
     """Display name: the method's, plus the ablations its config switched on ("RESD w/o playbook").
 
     Only RESD runs are named by ablation: the SDPO-family presets switch the solution buffer off
     by design, which is the method itself, not an ablation of it.
     """
+    from resd.train.methods import ABLATIONS, ablations_of
+
     name = METHOD_NAMES.get(method, method)
     if method != "resd":
         return name
-    off = [text for key, text in ABLATIONS.items() if _lookup(config, key) is True]
-    return " ".join([name, *off])
+    return " ".join([name, *(ABLATIONS[key][0] for key in ablations_of(config))])
 
 
 def is_run_dir(path: Path) -> bool:

@@ -15,12 +15,12 @@ import json
 import os
 import random
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
 from resd.errors import UserError
+from resd.files import write_json_atomic
 
 Tag = Literal["helpful", "harmful", "neutral"]
 TAGS: tuple[str, ...] = ("helpful", "harmful", "neutral")
@@ -260,22 +260,6 @@ class Playbook:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "Playbook":
         return cls.from_state_dict(read_json(path))
-
-
-def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
-    """Write `data` as JSON to `path` via a temporary file in the same folder and os.replace."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, ensure_ascii=False, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

@@ -2,9 +2,9 @@
 
 A teacher template (resd/context/templates/*.txt, or a user's file) has a `main` part that
 replaces the task's last user message and one part per slot: playbook, previous_trial, feedback,
-reflection, solution (paper §3.3, Alg. 1 line 15; SPEC §1.5). A slot appears only when it is
-switched on in `TeacherSlots` and has content, which is how the paper's ablations (Table 3: w/o
-reflection, w/o playbook, w/o solution buffer) are run.
+reflection, solution (paper §3.3, Alg. 1 line 15). A slot appears only when it is switched on in
+`TeacherSlots` and has content, which is how the paper's ablations (Table 3: w/o reflection,
+w/o playbook, w/o solution buffer) are run.
 
 `fit_teacher_prompt` tokenizes with the chat template and, when the prompt is over budget,
 shortens the longest slot first (then the next longest, ...), never the instruction, the system
@@ -14,41 +14,45 @@ messages or the assistant header; its stats say whether it had to.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from resd.context.prompt_files import fill, fill_dropping_empty, load_parts, placeholders
 from resd.context.reflect import shorten_middle, strip_thinking
 from resd.errors import UserError
 
+if TYPE_CHECKING:
+    from resd.context.engine import TeacherContext
+
 SLOT_NAMES: tuple[str, ...] = ("playbook", "previous_trial", "feedback", "reflection", "solution")
 TEMPLATE_NAMES: tuple[str, ...] = ("resd", "resd-manufactoria", "resd-bouncingsim", "resd-finer", "sdpo", "rosd")
-# SDPO+ss differs from SDPO only in which solution fills the slot (see `peer_solution`).
+# SDPO+ss differs from SDPO only in which solution fills the slot (the engine's
+# `dont_reprompt_on_self_success`), not in the template.
 TEMPLATE_ALIASES = {"sdpo-ss": "sdpo", "sdpo+ss": "sdpo"}
 
 
 @dataclass(frozen=True)
 class TeacherSlots:
-    """Which context slots the teacher sees (the original prompt is always there)."""
+    """Which context slots the teacher may read (the original prompt is always there). The
+    paper's ablations (Table 3) switch one off: `teacher_slots: {reflection: false}`."""
 
     playbook: bool = True
-    """The rendered playbook (RESD)."""
+    """The curated playbook (RESD). Off: nothing is curated either (no one would read it)."""
     previous_trial: bool = True
     """The student's own attempt (thinking stripped)."""
     feedback: bool = True
     """The environment's feedback on that attempt."""
     reflection: bool = True
-    """The reflector's diagnosis of the attempt."""
+    """The reflector's diagnosis of the attempt (RESD) or its first-error explanation (ROSD)."""
     solution: bool = True
     """A successful trial: a group peer's success or the buffered solution."""
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> "TeacherSlots":
-        d = dict(d or {})
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise UserError(f"unknown teacher slot(s) {', '.join(sorted(unknown))}; "
-                            f"known: {', '.join(SLOT_NAMES)}")
-        return cls(**{k: bool(v) for k, v in d.items()})
+    def restricted_to(self, template: str) -> "TeacherSlots":
+        """These slots, less those the template has no place for."""
+        tpl = TeacherTemplate.load(template)
+        return TeacherSlots(**{name: getattr(self, name) and tpl.uses(name) for name in SLOT_NAMES})
+
+    def on(self) -> list[str]:
+        return [f.name for f in fields(self) if getattr(self, f.name)]
 
 
 @dataclass(frozen=True)
@@ -89,12 +93,6 @@ class TeacherMessages(list):
         self.prompt = prompt
         self.values = values  # slot -> text actually shown ("" when off or empty)
 
-    @property
-    def has_extra_context(self) -> bool:
-        """True when at least one slot carries text: a teacher without any is just the
-        student's own prompt, and the trainer masks such samples (as SDPO does)."""
-        return any(self.values.values())
-
     def with_values(self, prompt: str, values: dict[str, str]) -> "TeacherMessages":
         messages = [dict(m) for m in self]
         messages[self.index] = {**messages[self.index], "content": self.template.render(prompt, values)}
@@ -115,9 +113,8 @@ def build_teacher_messages(
     """Teacher chat messages: the task's messages with the last user turn rewritten.
 
     System messages and earlier turns are kept unchanged. Slots that are switched off, empty,
-    or absent from the template are left out; `result.has_extra_context` says whether any slot
-    remained (when it is False the teacher has no privileged information, and the trainer should
-    mask the sample, as SDPO does). Thinking blocks are stripped from trials and solutions.
+    or absent from the template are left out. Thinking blocks are stripped from trials and
+    solutions.
     """
     tpl = TeacherTemplate.load(template)
     index = max((i for i, m in enumerate(task_messages) if m.get("role") == "user"), default=-1)
@@ -138,17 +135,11 @@ def build_teacher_messages(
     return TeacherMessages(messages, template=tpl, index=index, prompt=prompt, values=values)
 
 
-def peer_solution(responses: Sequence[str], successes: Sequence[bool], index: int, *,
-                  allow_self: bool = False) -> str | None:
-    """The successful response SDPO shows the teacher of sample `index` in its group.
-
-    SDPO uses a peer's success and never the sample's own; SDPO+ss (`allow_self=True`) may use
-    the sample's own success. The first qualifying response in group order is used.
-    """
-    for j, (text, ok) in enumerate(zip(responses, successes, strict=True)):
-        if ok and (allow_self or j != index):
-            return text
-    return None
+def teacher_messages(template: str, task_messages: Sequence[dict[str, str]], context: "TeacherContext"
+                     ) -> "TeacherMessages":
+    """The teacher's chat messages for one sample: the task with its last user turn rewritten to
+    hold the slots its `TeacherContext` fills."""
+    return build_teacher_messages(template, task_messages, **context.slot_values())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from resd.context.buffer import SolutionBuffer
-from resd.context.playbook import ConciseSchedule, Playbook, write_json_atomic
+from resd.context.playbook import ConciseSchedule, Playbook
 from resd.context.reflect import (
     DEFAULT_SECTIONS,
     build_curator_messages,
@@ -34,6 +34,7 @@ from resd.context.reflect import (
 )
 from resd.envs.base import Outcome
 from resd.errors import UserError
+from resd.files import write_json_atomic
 
 PromptLike = str | list[dict[str, str]]
 GenerateFn = Callable[[list[PromptLike], int, float], list[str]]
@@ -79,10 +80,6 @@ class ContextConfig:
     """F: frequency trigger every F context updates (App. D; 0 disables it)."""
     concise_after_curation: bool = False
     """Also apply the budget right after curation (off in the paper's runs)."""
-    reflect: bool = True
-    """Reflect on failed responses (turning it off also stops curation, which needs reflections)."""
-    curate: bool = True
-    """Add new playbook entries from reflections."""
     success_tagging: bool = True
     """Tag entries on successful responses too (App. G: "tagged ... on both failed and
     successful samples"); costs one extra batched generation when the playbook is non-empty."""
@@ -92,8 +89,6 @@ class ContextConfig:
     """Most examples the solution buffer holds (the oldest stored is evicted first)."""
     dedup_by_example: bool = True
     """With several rollouts per example, reflect/curate/tag on one of them (SPEC §1.3)."""
-    success_threshold: float = 1.0
-    """tau: a response succeeds when its reward >= this (binary all-pass reward by default)."""
     reflection_max_new_tokens: int = 512
     """Token cap for reflector and success-reflector answers (not stated in the paper)."""
     curation_max_new_tokens: int = 256
@@ -138,15 +133,6 @@ class ContextConfig:
         # Builds (and validates) the schedule once, so bad values fail at config time.
         ConciseSchedule(method=self.concise_method, every=self.concise_every, max_entries=self.max_entries)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> "ContextConfig":
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise UserError(f"unknown context option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**d)
-
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["sections"] = list(self.sections)
@@ -154,12 +140,19 @@ class ContextConfig:
 
 
 class ContextUpdater:
-    """Playbook(s), solution buffer and latest reflections, updated once per training step."""
+    """Playbook(s), solution buffer and latest reflections, updated once per training step.
 
-    def __init__(self, config: ContextConfig, generate: GenerateFn, *, seed: int = 0) -> None:
+    `success_threshold` is tau (a response succeeded when its reward >= tau). `reflect=False`
+    skips reflecting on failures and `curate=False` skips curation (the trainer turns them off
+    when the teacher reads neither the reflection nor the playbook)."""
+
+    def __init__(self, config: ContextConfig, generate: GenerateFn, *, seed: int = 0,
+                 success_threshold: float = 1.0, reflect: bool = True, curate: bool = True) -> None:
         self.config = config
         self.generate = generate
         self.seed = seed
+        self.success_threshold = success_threshold
+        self.reflect, self.curate = reflect, curate
         self.schedule = ConciseSchedule(method=config.concise_method, every=config.concise_every,
                                         max_entries=config.max_entries)
         self.buffer = SolutionBuffer(config.buffer_size)
@@ -244,7 +237,7 @@ class ContextUpdater:
     def _select(self, samples: Sequence[ContextSample]) -> tuple[list[ContextSample], list[ContextSample]]:
         """Failures and successes to act on; with dedup, the first failure and the last success
         of each example id (the most recent success is the one worth caching)."""
-        tau = self.config.success_threshold
+        tau = self.success_threshold
         failures = [s for s in samples if s.outcome.reward < tau]
         successes = [s for s in samples if s.outcome.reward >= tau]
         if self.config.dedup_by_example:
@@ -274,7 +267,7 @@ class ContextUpdater:
         started = time.perf_counter()
         jobs: list[tuple[str, ContextSample, Playbook]] = []
         prompts: list[PromptLike] = []
-        if cfg.reflect:
+        if self.reflect:
             for s in failures:
                 book = self.playbook(s.example_id)
                 jobs.append(("failure", s, book))
@@ -325,7 +318,7 @@ class ContextUpdater:
         """One batched call: each reflection proposes entries; duplicates are not added."""
         cfg = self.config
         started = time.perf_counter()
-        if cfg.curate and diagnoses:
+        if self.curate and diagnoses:
             jobs = [(s, diagnosis, self.playbook(s.example_id)) for s, diagnosis in diagnoses]
             prompts: list[PromptLike] = [
                 build_curator_messages(s.prompt, diagnosis, book, template=cfg.curator_template,

@@ -1,29 +1,31 @@
-"""Self-distillation and policy-gradient losses: pure tensor math, no model, no I/O.
+"""Per-token losses of self-distillation and of the GRPO baseline: pure tensor math, no model, no I/O.
 
-Conventions shared by every function here (the trainer relies on them):
+    per_token_loss(settings, student_logits, completion_ids, mask, teacher_logits=..., advantages=...)
+
+is the one dispatch the trainer calls; it returns ``[B, T]`` per-token losses, zero outside the
+mask. The reduction is not here: the trainer's update (`resd.train.update`) reduces them in one
+visible line, the token-mean form of the paper's Eq. 3 (App. B),
+
+    loss = sum_i w_i sum_t m_it l_it / (masked tokens of the whole update)
+
+where the paper writes a per-sequence sum averaged over samples; like SDPO's and TRL's code we
+take the mean over distilled tokens, so long responses do not dominate the gradient.
+
+Conventions shared by every function here:
 
 * Shapes: logits ``[B, T, V]``, per-token tensors and masks ``[B, T]``, per-sample weights ``[B]``.
   Position ``t`` of the logits is the distribution for response token ``t``: the caller slices
   the response positions and does the one-step shift before calling.
 * Gradients reach the student only. Teacher logits / log-probs are detached inside.
 * Math runs in float32 (float64 inputs stay float64), so bf16 / fp16 logits are safe.
-* Aggregation ("weighted token mean", SPEC §1.6; App. B Eq. 3 for the weights)::
-
-      loss = sum_{i,t} w_i * rho_it * m_it * l_it  /  max(sum_{i,t} m_it, 1)
-
-  ``m`` the mask, ``w`` the per-sample weights (default 1), ``rho`` optional per-token importance
-  weights (default 1), ``l`` the per-token loss. The denominator counts masked tokens only and
-  does not include the weights, so success-rate weights with batch mean 1 (App. B) rescale
-  samples relative to each other. An all-zero mask gives a loss of exactly 0 that still has a
-  graph (``backward()`` works and yields zero gradients).
-* ``per_token_loss`` returned next to the loss is ``l * m``: the unweighted per-token term
-  (no sample or importance weights), zero outside the mask. Useful for logging.
+* An all-zero mask gives a per-token loss of exactly 0 that still has a graph.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -32,14 +34,14 @@ import torch.nn.functional as F
 from resd.errors import UserError
 
 __all__ = [
-    "self_distillation_loss",
-    "token_level_distillation_loss",
-    "importance_weights",
+    "LossSettings",
+    "per_token_loss",
+    "divergence_per_token",
+    "sampled_token_per_token",
+    "policy_gradient_per_token",
     "success_rate_weights",
     "sequence_logprobs",
     "group_advantages",
-    "policy_gradient_loss",
-    "weighted_token_mean",
     "clamp_teacher_logprobs",
 ]
 
@@ -66,37 +68,6 @@ def _check_same_batch(name: str, tensor: torch.Tensor, shape: torch.Size) -> Non
             f"{name} has shape {tuple(tensor.shape)} but must be {tuple(shape)} "
             "(batch, response tokens); slice both to the response positions first"
         )
-
-
-def weighted_token_mean(
-    per_token: torch.Tensor,
-    mask: torch.Tensor,
-    *,
-    sample_weights: torch.Tensor | Sequence[float] | None = None,
-    is_weights: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Aggregate ``[B, T]`` per-token losses: ``sum w_i rho_it m_it l_it / max(sum m_it, 1)``.
-
-    The token mean over the masked tokens of the whole batch (SPEC §1.6 "token-mean over the
-    masked tokens"), with the per-sample weights of App. B Eq. 3 multiplying each token's loss.
-    ``per_token`` must already be zero (and finite) outside the mask.
-    """
-    if per_token.dim() != 2:
-        raise UserError(f"per-token loss must be [batch, tokens], got shape {tuple(per_token.shape)}")
-    m = mask.to(device=per_token.device, dtype=per_token.dtype)
-    weighted = per_token * m
-    if is_weights is not None:
-        _check_same_batch("is_weights", is_weights, per_token.shape)
-        weighted = weighted * is_weights.detach().to(device=per_token.device, dtype=per_token.dtype)
-    if sample_weights is not None:
-        w = torch.as_tensor(sample_weights, dtype=per_token.dtype, device=per_token.device).detach()
-        if w.shape != (per_token.shape[0],):
-            raise UserError(
-                f"sample_weights has shape {tuple(w.shape)} but must be ({per_token.shape[0]},): "
-                "one weight per sample in the batch"
-            )
-        weighted = weighted * w[:, None]
-    return weighted.sum() / m.sum().clamp(min=1.0)
 
 
 def _log_tail(topk_logp: torch.Tensor) -> torch.Tensor:
@@ -227,7 +198,7 @@ def _validate_sd_args(
             raise UserError(f"ratio_max={ratio_max} is below ratio_min={ratio_min}; use ratio_max >= ratio_min")
 
 
-def self_distillation_loss(
+def divergence_per_token(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
     mask: torch.Tensor,
@@ -237,10 +208,8 @@ def self_distillation_loss(
     add_tail: bool = True,
     ratio_min: float | None = 0.2,
     ratio_max: float | None = None,
-    sample_weights: torch.Tensor | Sequence[float] | None = None,
-    is_weights: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logit-level self-distillation loss (SPEC §1.6; paper Eq. 1, weighted form Eq. 3).
+) -> torch.Tensor:
+    """Logit-level self-distillation, per token (paper Eq. 1 with the ratio clip of §2).
 
     Args:
         student_logits: ``[B, T, V]`` student logits at the response positions (grad flows here).
@@ -248,43 +217,31 @@ def self_distillation_loss(
         mask: ``[B, T]`` 1 for distilled tokens (response tokens of distilled samples, times any
             ROSD error-suffix mask), 0 for padding / skipped samples.
         alpha: 0 = forward KL(teacher || student), 1 = reverse KL(student || teacher),
-            otherwise generalised JSD with mixture weight alpha on the teacher.
+            otherwise generalised JSD with mixture weight alpha on the teacher (App. A).
         topk: distil on the student's top-k tokens (paper: 100); None or >= V = full vocabulary.
         add_tail: with top-k, add the bucket log(1 - sum_topk p) to both distributions; False
             renormalises both over the k tokens instead.
         ratio_min: lower clip eps_min on p_t / p_s (paper 0.2); None disables it.
         ratio_max: upper clip eps_max (paper: none; Manufactoria 5); None disables it.
-        sample_weights: ``[B]`` per-sample weights (e.g. :func:`success_rate_weights`).
-        is_weights: ``[B, T]`` importance weights (e.g. :func:`importance_weights`), detached.
 
-    Returns:
-        ``(loss, per_token_loss)``: the scalar weighted token mean (see module docstring) and the
-        ``[B, T]`` unweighted per-token divergence, zero outside the mask.
+    Returns the ``[B, T]`` divergence, zero outside the mask.
     """
     _validate_sd_args(student_logits, teacher_logits, mask, alpha, topk, ratio_min, ratio_max)
     student_logp, teacher_logp = _support_logprobs(student_logits, teacher_logits, topk, add_tail)
     teacher_logp = clamp_teacher_logprobs(teacher_logp, student_logp, ratio_min=ratio_min, ratio_max=ratio_max)
     divergence = _divergence(student_logp, teacher_logp, float(alpha))
-    per_token = divergence * mask.to(device=divergence.device, dtype=divergence.dtype)
-    loss = weighted_token_mean(per_token, mask, sample_weights=sample_weights, is_weights=is_weights)
-    return loss, per_token
+    return divergence * mask.to(device=divergence.device, dtype=divergence.dtype)
 
 
-def token_level_distillation_loss(
-    student_logp: torch.Tensor,
-    teacher_logp: torch.Tensor,
-    mask: torch.Tensor,
-    *,
-    sample_weights: torch.Tensor | Sequence[float] | None = None,
-    is_weights: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sampled-token reverse-KL self-distillation (SPEC §1.6 "token-level mode").
+def sampled_token_per_token(student_logp: torch.Tensor, teacher_logp: torch.Tensor, mask: torch.Tensor
+                            ) -> torch.Tensor:
+    """Sampled-token reverse-KL self-distillation, per token (the "token-level" mode of SDPO).
 
-    Per token ``l_t = (log p_s(y_t) - log p_t(y_t)).detach() * log p_s(y_t)``: its gradient
+    ``l_t = (log p_s(y_t) - log p_t(y_t)).detach() * log p_s(y_t)``: its gradient
     ``(log p_s - log p_t) * grad log p_s`` is the score-function (REINFORCE) estimator of the
     gradient of KL(p_s || p_t) on tokens sampled from the student. Inputs are ``[B, T]``
     log-probs of the sampled tokens (see :func:`sequence_logprobs`); the teacher is detached.
-    The loss value itself is a surrogate, not a divergence. Aggregated as in the module docstring.
+    The value itself is a surrogate, not a divergence. Zero outside the mask.
     """
     _check_same_batch("teacher_logp", teacher_logp, student_logp.shape)
     _check_same_batch("mask", mask, student_logp.shape)
@@ -296,27 +253,7 @@ def token_level_distillation_loss(
     s_safe = torch.where(m > 0, s, torch.zeros_like(s))
     t_safe = torch.where(m > 0, t, torch.zeros_like(t))
     advantage = (s_safe - t_safe).detach().clamp(min=_LOG_FLOOR, max=-_LOG_FLOOR)
-    per_token = advantage * s_safe * m
-    loss = weighted_token_mean(per_token, mask, sample_weights=sample_weights, is_weights=is_weights)
-    return loss, per_token
-
-
-def importance_weights(logp: torch.Tensor, old_logp: torch.Tensor, clip: float | None = 2.0) -> torch.Tensor:
-    """Truncated importance weight for off-policy inner updates (SPEC §1.6).
-
-    ``min(exp(clamp(logp - old_logp, -20, 20)), clip)``, detached; ``[B, T]`` in, ``[B, T]`` out.
-    Equals 1 when the update is on-policy (logp == old_logp). ``clip=None`` disables truncation.
-    """
-    _check_same_batch("old_logp", old_logp, logp.shape)
-    log_ratio = (logp.detach() - old_logp.detach()).to(_math_dtype(logp.dtype))
-    # NaN from (-inf) - (-inf) on padding positions: treat as ratio 1 (they are masked anyway).
-    log_ratio = torch.nan_to_num(log_ratio, nan=0.0).clamp(-20.0, 20.0)
-    weights = log_ratio.exp()
-    if clip is not None:
-        if clip <= 0:
-            raise UserError(f"importance-weight clip={clip} must be > 0 (default 2.0), or None")
-        weights = weights.clamp(max=clip)
-    return weights
+    return advantage * s_safe * m
 
 
 def success_rate_weights(
@@ -391,19 +328,19 @@ def group_advantages(
     return advantages.reshape(-1)
 
 
-def policy_gradient_loss(
+def policy_gradient_per_token(
     logp: torch.Tensor,
     old_logp: torch.Tensor,
     advantages: torch.Tensor,
     mask: torch.Tensor,
     eps_low: float = 0.2,
     eps_high: float = 0.28,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Clipped-surrogate policy-gradient loss for the GRPO baseline (PPO / DAPO clip-higher).
+) -> torch.Tensor:
+    """Clipped-surrogate policy gradient of the GRPO baseline (PPO / DAPO clip-higher), per token.
 
     ``ratio = exp(logp - old_logp)``; per token ``-min(ratio * A, clip(ratio, 1-eps_low,
-    1+eps_high) * A)``; token mean over the mask of the whole batch. ``advantages`` is ``[B]``
-    (one per sample, broadcast over tokens) or ``[B, T]``. Returns ``(loss, per_token_loss)``.
+    1+eps_high) * A)``, zero outside the mask. ``advantages`` is ``[B]`` (one per sample,
+    broadcast over tokens) or ``[B, T]``.
     """
     _check_same_batch("old_logp", old_logp, logp.shape)
     _check_same_batch("mask", mask, logp.shape)
@@ -420,5 +357,66 @@ def policy_gradient_loss(
     ratio = log_ratio.clamp(-20.0, 20.0).exp()
     unclipped = ratio * adv
     clipped = ratio.clamp(1.0 - eps_low, 1.0 + eps_high) * adv
-    per_token = -torch.minimum(unclipped, clipped) * m
-    return weighted_token_mean(per_token, mask), per_token
+    return -torch.minimum(unclipped, clipped) * m
+
+
+LossMode = Literal["topk_logits", "full_logits", "sampled_token", "policy_gradient"]
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    """What `per_token_loss` computes; the trainer builds it from its config."""
+
+    mode: LossMode = "topk_logits"
+    """topk_logits / full_logits: divergence on the student's top-k (+ tail) or on the whole
+    vocabulary; sampled_token: the score-function reverse KL; policy_gradient: GRPO."""
+    alpha: float = 1.0
+    """0 forward KL, 1 reverse KL (paper default), between: generalised JSD (App. A)."""
+    topk: int = 100
+    """k of the top-k support (paper: 100)."""
+    add_tail: bool = True
+    """Add the tail bucket log(1 - sum top-k p); False renormalises the top-k."""
+    ratio_min: float | None = 0.2
+    """eps_min of the ratio clip (paper: 0.2)."""
+    ratio_max: float | None = None
+    """eps_max of the ratio clip (paper: none; Manufactoria 5)."""
+    eps_low: float = 0.2
+    """GRPO: lower clip of the policy ratio."""
+    eps_high: float = 0.28
+    """GRPO: upper clip of the policy ratio (DAPO's clip-higher)."""
+
+
+def per_token_loss(
+    settings: LossSettings,
+    student_logits: torch.Tensor,
+    completion_ids: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    teacher_logits: torch.Tensor | None = None,
+    advantages: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The ``[B, T]`` per-token loss of one micro-batch for `settings.mode` (zero outside the mask).
+
+    Distillation modes need `teacher_logits` (the teacher's logits on the same response tokens);
+    policy_gradient needs `advantages` ``[B]``. Updates are on-policy (each inner iteration
+    re-generates before its one optimiser step), so the policy-gradient ratio is taken against the
+    detached current log-probs and equals 1 at the step.
+    """
+    mode = settings.mode
+    if mode == "policy_gradient":
+        if advantages is None:
+            raise UserError("the policy-gradient loss needs one advantage per sample")
+        logp = sequence_logprobs(student_logits, completion_ids)
+        return policy_gradient_per_token(logp, logp.detach(), advantages, mask,
+                                         eps_low=settings.eps_low, eps_high=settings.eps_high)
+    if teacher_logits is None:
+        raise UserError(f"distillation_mode={mode!r} needs the teacher's logits")
+    if mode == "sampled_token":
+        return sampled_token_per_token(sequence_logprobs(student_logits, completion_ids),
+                                       sequence_logprobs(teacher_logits, completion_ids), mask)
+    if mode not in ("topk_logits", "full_logits"):
+        raise UserError(f"unknown loss mode {mode!r}; choose topk_logits, full_logits, sampled_token or policy_gradient")
+    return divergence_per_token(student_logits, teacher_logits, mask, alpha=settings.alpha,
+                                topk=settings.topk if mode == "topk_logits" else None,
+                                add_tail=settings.add_tail, ratio_min=settings.ratio_min,
+                                ratio_max=settings.ratio_max)

@@ -22,8 +22,6 @@ __all__ = [
     "char_to_token_index",
     "locate_error_token",
     "error_suffix_mask",
-    "error_suffix_mask_tensor",
-    "response_mask",
 ]
 
 Offsets = Sequence[tuple[int, int]]
@@ -147,41 +145,3 @@ def error_suffix_mask(n_tokens: int, start_token: int | None) -> list[int]:
         return []
     start = 0 if start_token is None else min(max(start_token, 0), n_tokens - 1)
     return [0] * start + [1] * (n_tokens - start)
-
-
-def error_suffix_mask_tensor(
-    start_tokens: Sequence[int | None],
-    lengths: Sequence[int],
-    width: int,
-    *,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """Batched :func:`error_suffix_mask`, right-padded to ``width``: float ``[B, width]``.
-
-    Row i is 1 on ``[start_i, length_i)`` (``start_i = 0`` when None), 0 elsewhere; multiply
-    it into the loss mask of ROSD samples.
-    """
-    if len(start_tokens) != len(lengths):
-        raise UserError(f"{len(start_tokens)} start tokens for {len(lengths)} responses; pass one of each per sample")
-    rows = []
-    for start, length in zip(start_tokens, lengths):
-        length = min(int(length), width)
-        rows.append(error_suffix_mask(length, start) + [0] * (width - length))
-    if not rows:
-        return torch.zeros(0, width, device=device)
-    return torch.tensor(rows, dtype=torch.float32, device=device)
-
-
-def response_mask(
-    completion_lengths: Sequence[int] | torch.Tensor,
-    width: int,
-    *,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """Float ``[B, width]`` mask with 1 on the first ``length_i`` positions of each row
-    (right-padded completions)."""
-    lengths = torch.as_tensor(completion_lengths, dtype=torch.long, device=device).reshape(-1)
-    if (lengths < 0).any():
-        raise UserError("completion lengths must be >= 0")
-    positions = torch.arange(width, device=lengths.device)
-    return (positions[None, :] < lengths[:, None]).to(torch.float32)

@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 from resd.envs.base import Environment, Message, Outcome, Task
 from resd.errors import UserError
 from resd.eval.metrics import METRIC_KEYS, aggregate, task_score
+from resd.eval.scoring import score_rollouts
 
 PromptTransform = Callable[[list[Message], Task], list[Message]]
 """Rewrites a task's chat messages before sampling (e.g. adds a playbook): (messages, task) -> messages."""
@@ -117,12 +118,7 @@ def run_evaluation(
     rollouts = sample(model, tokenizer, prompts, n=k, max_new_tokens=max_new_tokens, temperature=temperature,
                       top_p=top_p, batch_size=batch_size, seed=seed, progress=progress)
     texts = [[r.text for r in row] for row in rollouts]
-    # Score everything in one call so environments that parallelise (sandboxed code) can.
-    flat = env.score_many([t for t, row in zip(tasks, texts) for _ in row], [x for row in texts for x in row])
-    outcomes, position = [], 0
-    for row in texts:
-        outcomes.append(flat[position : position + len(row)])
-        position += len(row)
+    outcomes = score_rollouts(env, tasks, rollouts)
     return EvalResult(
         metrics=aggregate(outcomes),
         tasks=tasks,

@@ -23,12 +23,6 @@ from resd.errors import UserError
 
 DEFAULT_METHODS = ("resd", "sdpo", "sdpo_ss", "grpo")
 
-ABLATION_SWITCHES: tuple[tuple[str, str], ...] = (
-    ("no_reflection", "RESD w/o reflection"),
-    ("no_playbook", "RESD w/o playbook"),
-    ("no_solution_buffer", "RESD w/o solution buffer"),
-)
-"""RESD Table 3: each row switches one teacher-prompt component off."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +43,7 @@ class PlannedRun:
 
 
 def parse_methods(text: str) -> list[str]:
-    from resd.train.config import METHODS
+    from resd.train.methods import METHODS
 
     methods = [m.strip() for m in text.split(",") if m.strip()]
     if not methods:
@@ -65,7 +59,9 @@ def parse_methods(text: str) -> list[str]:
 def build_arms(methods: list[str], ablations: bool) -> list[Arm]:
     """The compared variants: the methods, or RESD and its three Table-3 ablations."""
     if ablations:
-        return [Arm("resd", "resd")] + [Arm(f"resd-{key}", "resd", {key: True}) for key, _ in ABLATION_SWITCHES]
+        from resd.train.methods import ABLATIONS
+
+        return [Arm("resd", "resd")] + [Arm(f"resd-{key}", "resd", values) for key, (_, values) in ABLATIONS.items()]
     return [Arm(m, m) for m in methods]
 
 

@@ -1,7 +1,7 @@
 """Training: `RESDConfig`, method presets, and `RESDTrainer` (the only layer that touches TRL)."""
 
-from resd.train.config import METHODS, LoraSettings, RESDConfig, load_config
-from resd.train.methods import method_defaults
+from resd.train.config import LoraSettings, RESDConfig, load_config
+from resd.train.methods import METHODS, method_defaults
 
 __all__ = ["METHODS", "LoraSettings", "RESDConfig", "RESDTrainer", "load_config", "method_defaults"]
 

@@ -1,4 +1,4 @@
-"""Atomic checkpoints holding everything a run needs to continue exactly (issue 4 §5).
+"""Atomic checkpoints holding everything a run needs to continue exactly.
 
 RUN/checkpoints/latest/ contains
     student.safetensors   trainable tensors (all weights, or the LoRA adapter)
@@ -8,16 +8,14 @@ RUN/checkpoints/latest/ contains
     rng_rank<R>.pt        python / numpy / torch RNG states of each process
     state.json            step, data position, counters, eval history, data order
 
-Writes go to a temporary sibling directory that is renamed over `latest` at the end, so a kill at
-any moment leaves either the old or the new checkpoint, never half of one.
+Writes go through `resd.files.replace_dir_atomic`: a kill at any moment leaves either the old or
+the new checkpoint, never half of one.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from resd.files import old_copy, replace_dir_atomic
 from resd.train.teacher import trainable_parameters
 
 
@@ -70,38 +69,25 @@ def save_checkpoint(
     rng_states: list[dict[str, Any]],
 ) -> None:
     """Write a complete checkpoint to `directory` atomically (main process only)."""
-    directory = Path(directory)
-    tmp = directory.with_name(f".{directory.name}.tmp{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    save_file(student_tensors(model), str(tmp / "student.safetensors"))
-    if teacher is not None:
-        save_file({n: t.cpu() for n, t in teacher.state_tensors().items()}, str(tmp / "teacher.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    if context_state is not None:
-        (tmp / "context.json").write_text(json.dumps(context_state))
-    for rank, rng in enumerate(rng_states):
-        torch.save(rng, tmp / f"rng_rank{rank}.pt")
-    (tmp / "state.json").write_text(json.dumps(state, indent=2))
-    # Swap in: old -> .old, tmp -> latest, drop .old. A kill between the two renames leaves
-    # `.old` behind, which load_checkpoint falls back to.
-    old = directory.with_name(f".{directory.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if directory.exists():
-        os.replace(directory, old)
-    os.replace(tmp, directory)
-    if old.exists():
-        shutil.rmtree(old)
+    with replace_dir_atomic(directory) as tmp:
+        save_file(student_tensors(model), str(tmp / "student.safetensors"))
+        if teacher is not None:
+            save_file({n: t.cpu() for n, t in teacher.state_tensors().items()}, str(tmp / "teacher.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        if context_state is not None:
+            (tmp / "context.json").write_text(json.dumps(context_state))
+        for rank, rng in enumerate(rng_states):
+            torch.save(rng, tmp / f"rng_rank{rank}.pt")
+        (tmp / "state.json").write_text(json.dumps(state, indent=2))
 
 
 def find_checkpoint(directory: Path) -> Path | None:
+    """`directory`, or the previous complete copy a kill mid-swap left at `.NAME.old`."""
     directory = Path(directory)
     if (directory / "state.json").exists():
         return directory
-    old = directory.with_name(f".{directory.name}.old")
+    old = old_copy(directory)
     if (old / "state.json").exists():
         return old
     return None

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 
 from resd.errors import UserError
+from resd.train.methods import METHODS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="YAML config (see configs/: smoke.yaml, demo.yaml, <task>/<method>.yaml)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from RUN_DIR/checkpoints/latest")
-    parser.add_argument("--method", choices=["resd", "sdpo", "sdpo_ss", "rosd", "grpo"],
+    parser.add_argument("--method", choices=METHODS,
                         help="training method (its preset sits under the config's values)")
     parser.add_argument("--output-dir", metavar="DIR", help="run directory (default runs/<method>-<env>-seed<S>-<time>)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",

@@ -1,4 +1,4 @@
-"""`RESDConfig`: every knob of a training run, with the paper's defaults (SPEC §1, paper App. G).
+"""`RESDConfig`: every knob of a training run, with the paper's defaults (paper §4.1, App. G).
 
 Field names follow TRL's `SDPOConfig` where the two overlap (`learning_rate`, `num_generations`,
 `distillation_alpha`, `teacher_update_rate`, ...), so users coming from TRL read them at once.
@@ -11,7 +11,9 @@ how the paper presets in `configs/<task>/<method>.yaml` stay a few lines each.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,10 +22,11 @@ from typing import Any, Literal
 
 import yaml
 
-from resd.context import ContextConfig
+from resd.context import ContextConfig, TeacherSlots
 from resd.errors import UserError
+from resd.train.methods import METHODS, method_defaults
 
-METHODS = ("resd", "sdpo", "sdpo_ss", "rosd", "grpo")
+CONTEXT_ENGINES = ("resd", "rosd", "peers")
 
 
 @dataclass
@@ -45,8 +48,9 @@ class RESDConfig:
     """One training run: method, task, model, data stream, optimiser, distillation and context."""
 
     # --- what to train -----------------------------------------------------------------------
-    method: Literal["resd", "sdpo", "sdpo_ss", "rosd", "grpo"] = "resd"
-    """Training method; its preset (methods.py) sets the defaults that tell the methods apart."""
+    method: str = "resd"
+    """Training method: resd, sdpo, sdpo_ss, rosd or grpo; its preset (methods.py) sets the
+    defaults that tell the methods apart."""
     env: str = "constraints"
     """Environment name (`resd envs` lists them) or 'module:Class'."""
     env_options: dict[str, Any] = field(default_factory=dict)
@@ -60,7 +64,7 @@ class RESDConfig:
     output_dir: str | None = None
     """Run directory; None = runs/<method>-<env>-seed<seed>-<timestamp>."""
 
-    # --- data stream (SPEC §1: one pass, each prompt seen in one batch) --------------------------
+    # --- data stream (paper §3.3: one pass, each prompt seen in one batch) -----------------------
     batch_size: int = 32
     """Prompts per batch (paper: 32)."""
     shuffle: bool = True
@@ -112,7 +116,7 @@ class RESDConfig:
     gradient_checkpointing: bool = False
     """Trade compute for memory in the student forward."""
 
-    # --- self-distillation loss (SPEC §1.6) ------------------------------------------------------
+    # --- self-distillation loss (paper §2 Eq. 1, App. A-B) -------------------------------------------
     distillation_mode: Literal["topk_logits", "full_logits", "sampled_token"] = "topk_logits"
     """Support of the divergence: student's top-k + tail, full vocabulary, or the sampled token only."""
     distillation_alpha: float = 1.0
@@ -125,10 +129,6 @@ class RESDConfig:
     """eps_min: teacher log-probs clamped to >= log p_s + log eps_min (paper: 0.2)."""
     ratio_max: float | None = None
     """eps_max: teacher log-probs clamped to <= log p_s + log eps_max (paper: none; Manufactoria 5)."""
-    is_clip: float = 2.0
-    """Importance-weight cap min(pi/pi_old, clip) for off-policy tokens. Every inner iteration
-    re-generates before its single optimiser step, so our updates are on-policy and the weight
-    is exactly 1; the value is kept for parity with SDPO configs."""
     rebalance: bool = False
     """Success-rate rebalancing of sample weights (App. B; paper: BouncingSim-Easy and FiNER)."""
     rebalance_a: float = 1.0
@@ -136,37 +136,29 @@ class RESDConfig:
     rebalance_b: float = 1.0
     """Exponent b: failures weigh s^b."""
     success_reward_threshold: float = 1.0
-    """A sample succeeded when its reward >= this (tau)."""
+    """tau: a sample succeeded when its reward >= this (rebalancing, solutions, the context engine)."""
 
-    # --- teacher (SPEC §1.4-1.5) --------------------------------------------------------------------
+    # --- teacher (paper §3.3, Alg. 1 lines 13-19) -----------------------------------------------------
     teacher_update_rate: float = 1e-4
     """eta: teacher <- (1 - eta) teacher + eta student after each update (RESD 1e-4, SDPO 0.05, 0 frozen)."""
     template: str = "resd"
     """Teacher-prompt template name (resd, resd-manufactoria, resd-bouncingsim, resd-finer, sdpo, rosd) or a .txt path."""
     max_teacher_prompt_length: int = 4096
     """Teacher prompts longer than this are shortened (longest slot first, never the instruction)."""
-    include_environment_feedback: bool = True
-    """Put the environment's feedback in the teacher prompt."""
-    include_previous_trial: bool = True
-    """Put the student's own response (the previous trial) in the teacher prompt."""
+    teacher_slots: TeacherSlots = field(default_factory=TeacherSlots)
+    """What the teacher may read besides the task: playbook, previous_trial, feedback, reflection,
+    solution (each true/false; slots the template has no place for stay empty). The paper's
+    ablations (Table 3) switch one off, e.g. `teacher_slots: {reflection: false}`."""
+    context_engine: str = "resd"
+    """Who builds the teacher's context (resd.context.engine): "resd" reflects, curates a playbook
+    and buffers solutions (paper §3.3); "rosd" quotes each failure's first error and distils from
+    there (ROSD); "peers" shows successful group peers and feedback only (SDPO)."""
     use_peer_solution: bool = True
     """With N > 1, a successful response of the same prompt's group is the teacher's solution."""
     dont_reprompt_on_self_success: bool = False
     """Never show a sample its own success as the solution, nor distil a success without one (SDPO)."""
     environment_feedback_only_without_solution: bool = False
     """Drop the feedback when a solution is shown (SDPO's behaviour)."""
-    no_reflection: bool = False
-    """Ablation: leave the reflection out of the teacher prompt."""
-    no_playbook: bool = False
-    """Ablation: no playbook (no curation, no playbook slot)."""
-    no_solution_buffer: bool = False
-    """Ablation: never show a buffered solution from an earlier step."""
-    use_context: bool = True
-    """Run the context engine (reflection, curation, playbook, solution buffer); RESD only."""
-    error_suffix_mask: bool = False
-    """ROSD: a greedy reflector quotes the first error; distil only from that token on."""
-    reflection_max_new_tokens: int = 256
-    """ROSD reflector's token budget."""
 
     # --- GRPO baseline ------------------------------------------------------------------------------
     grpo_epsilon_low: float = 0.2
@@ -176,9 +168,10 @@ class RESDConfig:
     grpo_scale_rewards: Literal["none", "group"] = "none"
     """Advantage scaling: "none" (Dr. GRPO, as in the SDPO repo's baseline) or divide by group std."""
 
-    # --- context engine (SPEC §1.3, §2) -----------------------------------------------------------
+    # --- context engine (paper §3.2-3.3, App. D) -----------------------------------------------------
     context: ContextConfig = field(default_factory=ContextConfig)
-    """Playbook, reflection, curation and solution-buffer settings (resd.context.ContextConfig)."""
+    """Reflector, curator, playbook and solution-buffer settings (resd.context.ContextConfig);
+    `context.reflection_max_new_tokens` is also the budget of ROSD's first-error reflector."""
 
     # --- evaluation, logging, checkpoints -------------------------------------------------------------
     do_eval: bool = True
@@ -235,6 +228,8 @@ def validate(cfg: RESDConfig) -> None:
     """Value checks that types alone cannot express; each names the key and a valid value."""
     checks: list[tuple[bool, str]] = [
         (cfg.method in METHODS, f"method={cfg.method!r}: choose one of {', '.join(METHODS)}"),
+        (cfg.context_engine in CONTEXT_ENGINES,
+         f"context_engine={cfg.context_engine!r}: choose one of {', '.join(CONTEXT_ENGINES)}"),
         (cfg.batch_size >= 1, "batch_size must be >= 1"),
         (cfg.inner_updates >= 1, "inner_updates (K) must be >= 1"),
         (1 <= cfg.min_updates, "min_updates must be >= 1"),
@@ -323,10 +318,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Build a RESDConfig from a YAML file, `key=value` overrides and keyword values.
 
     The method is decided first (keyword > override > YAML > "resd") so that its preset can sit
-    underneath everything the user wrote.
+    underneath everything the user wrote. Deprecated keys are converted (one warning line each).
     """
-    from resd.train.methods import method_defaults
-
     data: dict[str, Any] = read_yaml(path) if path is not None else {}
     data = deep_merge(data, parse_overrides(list(overrides or [])))
     data = deep_merge(data, values)
@@ -335,13 +328,94 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     chosen = data.get("method", "resd")
     if chosen not in METHODS:
         raise UserError(f"bad config: method={chosen!r}: choose one of {', '.join(METHODS)}")
+    data = migrate_deprecated(data, warn=_warn)
     merged = deep_merge(method_defaults(chosen), data)
     return build_dataclass(RESDConfig, merged, prefix="")
 
 
 def config_from_dict(data: dict[str, Any]) -> RESDConfig:
-    """Rebuild a config saved with `to_dict` (RUN/config.yaml) exactly, with no preset applied."""
-    return build_dataclass(RESDConfig, data, prefix="")
+    """Rebuild a config saved with `to_dict` (RUN/config.yaml) exactly, with no preset applied.
+    A run directory written by an older resd is converted silently: its config lists every key."""
+    return build_dataclass(RESDConfig, migrate_deprecated(data, warn=None), prefix="")
+
+
+# ----------------------------------------------------------------------------------------------
+# Keys renamed or merged in resd 0.2: they keep working until 0.3, with one warning line each.
+# ----------------------------------------------------------------------------------------------
+
+def _warn(message: str) -> None:
+    print(f"resd: warning: {message}", file=sys.stderr)
+
+
+def _set(data: dict[str, Any], dotted: str, value: Any, *, keep_existing: bool = False) -> None:
+    node = data
+    *parents, last = dotted.split(".")
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    if not (keep_existing and last in node):
+        node[last] = value
+
+
+_RENAMED: dict[str, tuple[str, Any]] = {
+    # old key: (new key, how the old value maps to the new one)
+    "include_environment_feedback": ("teacher_slots.feedback", lambda v: v),
+    "include_previous_trial": ("teacher_slots.previous_trial", lambda v: v),
+    "no_reflection": ("teacher_slots.reflection", lambda v: not v),
+    "no_playbook": ("teacher_slots.playbook", lambda v: not v),
+    "no_solution_buffer": ("context.use_solution_buffer", lambda v: not v),
+}
+
+
+def migrate_deprecated(data: dict[str, Any], *, warn: Any = None) -> dict[str, Any]:
+    """`data` with the keys of resd 0.1 rewritten to their one home (a new dict; `warn(line)` is
+    called once per deprecated key found, when given)."""
+    if not isinstance(data, dict):
+        return data
+    data = copy.deepcopy(data)
+    context = data.get("context") if isinstance(data.get("context"), dict) else {}
+    say = warn or (lambda message: None)
+    for old, (new, convert) in _RENAMED.items():
+        if old in data:
+            value = data.pop(old)
+            shown = f"{new}={str(convert(value)).lower()}" if isinstance(value, bool) else new
+            say(f"config key {old!r} is deprecated: use {shown} (the old key goes in resd 0.3)")
+            if isinstance(value, bool):
+                _set(data, new, convert(value), keep_existing=True)
+    if "is_clip" in data:
+        data.pop("is_clip")
+        say("config key 'is_clip' is deprecated and has no effect: every update is on-policy, so the "
+            "importance weight is 1 (the old key goes in resd 0.3)")
+    if "use_context" in data or "error_suffix_mask" in data:
+        use_context, suffix = data.pop("use_context", None), data.pop("error_suffix_mask", None)
+        engine = "resd" if use_context is True else ("rosd" if suffix is True else "peers")
+        say(f"config keys 'use_context'/'error_suffix_mask' are deprecated: use context_engine={engine} "
+            f"(resd, rosd or peers; the old keys go in resd 0.3)")
+        data.setdefault("context_engine", engine)
+    if "reflection_max_new_tokens" in data:
+        value = data.pop("reflection_max_new_tokens")
+        say("config key 'reflection_max_new_tokens' is deprecated: use context.reflection_max_new_tokens "
+            "(one budget for every reflector; the old key goes in resd 0.3)")
+        # It used to budget ROSD's reflector only (RESD's came from the context section).
+        if data.get("method") == "rosd":
+            _set(data, "context.reflection_max_new_tokens", value)
+    if "success_threshold" in context:
+        value = data["context"].pop("success_threshold")
+        say("config key 'context.success_threshold' is deprecated: use success_reward_threshold "
+            "(one threshold for the whole run; the old key goes in resd 0.3)")
+        data.setdefault("success_reward_threshold", value)
+    for old, slots in (("reflect", ("reflection", "playbook")), ("curate", ("playbook",))):
+        if old in context:
+            value = data["context"].pop(old)
+            say(f"config key 'context.{old}' is deprecated: use "
+                + " and ".join(f"teacher_slots.{slot}=false" for slot in slots)
+                + " (the context engine then skips it; the old key goes in resd 0.3)")
+            if value is False:
+                for slot in slots:
+                    _set(data, f"teacher_slots.{slot}", False)
+    return data
 
 
 def build_dataclass(cls: type, data: dict[str, Any], *, prefix: str) -> Any:

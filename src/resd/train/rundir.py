@@ -15,28 +15,12 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-
-def _clean(value: Any) -> Any:
-    """JSON-safe numbers (NaN/inf become null) so every line parses in any JSON reader."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(_clean(data), indent=2, default=str))
-    os.replace(tmp, path)
+from resd.files import json_safe, write_json_atomic, write_text_atomic
 
 
 class RunDir:
@@ -90,7 +74,7 @@ class RunDir:
     # writers ----------------------------------------------------------------------------------------
     def append(self, path: Path, record: dict[str, Any]) -> None:
         with path.open("a") as f:
-            f.write(json.dumps(_clean(record), default=str) + "\n")
+            f.write(json.dumps(json_safe(record), default=str) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
@@ -106,7 +90,7 @@ class RunDir:
             return
         with self.context_log.open("a") as f:
             for out in outputs:
-                f.write(json.dumps(_clean({"step": step, **out}), default=str) + "\n")
+                f.write(json.dumps(json_safe({"step": step, **out}), default=str) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
@@ -138,9 +122,7 @@ class RunDir:
             if not path.exists():
                 continue
             rows = [r for r in self.read_jsonl(path) if int(r.get("step", 0)) <= step]
-            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-            os.replace(tmp, path)
+            write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
         for snap in self.playbooks.glob("step_*.json"):
             if int(snap.stem.split("_")[1]) > step:
                 snap.unlink()

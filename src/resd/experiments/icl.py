@@ -20,10 +20,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from resd.context.playbook import write_json_atomic
+from resd.context.reflect import is_degenerate
 from resd.context.teacher_prompt import build_teacher_messages
 from resd.context.updater import ContextConfig, ContextSample, ContextUpdater, GenerateFn
 from resd.errors import UserError
+from resd.eval.scoring import score_rollouts
+from resd.files import write_json_atomic
+from resd.generation import make_generate_fn, sample
 
 ICL_TEMPLATE = "icl"
 
@@ -51,6 +54,7 @@ def grow_playbook(
     top_p: float = 0.95,
     seed: int = 0,
     template: str = ICL_TEMPLATE,
+    success_threshold: float = 1.0,
     on_batch: Callable[[dict[str, Any], ContextUpdater], None] | None = None,
     context_generate: GenerateFn | None = None,
     progress: bool = True,
@@ -60,9 +64,8 @@ def grow_playbook(
     One step per batch of `batch_size` tasks, one sample per task (RESD's N=1). `on_batch`
     receives each batch's metrics record and the updater (for logging and snapshots).
     `context_generate` replaces the student as reflector/curator (default: the student itself).
+    A sample succeeded when its reward >= `success_threshold`.
     """
-    from resd.generation import make_generate_fn, sample
-
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1 (got {batch_size})")
     tasks = env.tasks("train")
@@ -70,11 +73,9 @@ def grow_playbook(
         tasks = tasks[: max(0, limit_train)]
     if not tasks:
         raise UserError(f"{env.name} has no training tasks to learn from (check --limit-train)")
-    from resd.context.reflect import is_degenerate
-
     generate = context_generate or make_generate_fn(model, tokenizer, batch_size=batch_size, top_p=top_p,
                                                     stop_when=is_degenerate)
-    updater = ContextUpdater(context, generate, seed=seed)
+    updater = ContextUpdater(context, generate, seed=seed, success_threshold=success_threshold)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -93,12 +94,12 @@ def grow_playbook(
             started = time.perf_counter()
             phase("rollout")
             prompts = [with_playbook(t.prompt, updater.playbook_text(t.id), template) for t in batch]
-            texts = [row[0].text for row in sample(model, tokenizer, prompts, n=1, max_new_tokens=max_new_tokens,
-                                                   temperature=temperature, top_p=top_p,
-                                                   batch_size=batch_size, seed=seed * 100_003 + step)]
+            answers = sample(model, tokenizer, prompts, n=1, max_new_tokens=max_new_tokens, temperature=temperature,
+                             top_p=top_p, batch_size=batch_size, seed=seed * 100_003 + step)
+            texts = [row[0].text for row in answers]
             rollout_time = time.perf_counter() - started
             phase("score")
-            outcomes = env.score_many(list(batch), texts)
+            outcomes = [row[0] for row in score_rollouts(env, batch, answers)]
             phase("reflect+curate")
             stats = updater.update(step, [ContextSample(t.id, t.prompt_text, text, o)
                                           for t, text, o in zip(batch, texts, outcomes)])
@@ -107,7 +108,7 @@ def grow_playbook(
                 "step": step,
                 "rollouts": rollouts,
                 "reward_mean": sum(o.reward for o in outcomes) / len(outcomes),
-                "success_rate": sum(o.reward >= context.success_threshold for o in outcomes) / len(outcomes),
+                "success_rate": sum(o.reward >= success_threshold for o in outcomes) / len(outcomes),
                 "acc_mean": sum(o.acc for o in outcomes) / len(outcomes),
                 "playbook_size": stats["context/playbook_size"],
                 "time/rollout": rollout_time,

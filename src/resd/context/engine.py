@@ -1,0 +1,262 @@
+"""What each sample's teacher may see: one context engine per method, one call per step.
+
+    engine.step(step, samples) -> ContextStep(contexts, stats, outputs)
+
+`samples` are the scored rollouts of one inner iteration (all ranks' rollouts, prompt by prompt);
+`contexts[i]` is the `TeacherContext` of sample i: the privileged text its self-teacher reads
+before the sample's own response tokens (paper §3.3, Alg. 1 lines 13-15), and whether the sample
+is distilled at all. The trainer renders teacher prompts from these alone.
+
+Three engines, one per way the methods build that context:
+
+* `PeerContext` (SDPO, SDPO+ss; paper §2, §3.1): a successful response of the same prompt's
+  group as the demonstration, and the environment's feedback.
+* `PlaybookContext` (RESD, paper §3.2-3.3): before the update it reflects on failures, curates
+  the playbook and buffers successes (`ContextUpdater`); the teacher then also reads the
+  playbook, the reflection on the sample, and the buffered solution.
+* `FirstErrorContext` (ROSD, arXiv 2605.28014): a greedy reflector compares a failure with a
+  successful peer and quotes its first error; the explanation fills the reflection slot and
+  distillation starts at the quoted token.
+
+The selection rules every engine shares (which solution, whether feedback is shown, when a sample
+teaches nothing) live in `ContextEngine._teacher_context`, written once:
+
+* A sample is distilled only when its teacher reads something the student did not: a solution,
+  the feedback, a reflection, or a non-empty playbook. Otherwise the teacher prompt would equal
+  the student's and the sample is masked out (as the SDPO reference does).
+* `dont_reprompt_on_self_success` (SDPO): a success never sees itself as the solution, and a
+  success with no other solution is not distilled. SDPO+ss switches it off.
+* `feedback_only_without_solution` (SDPO): the feedback is dropped when a solution is shown.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Sequence
+
+from resd.context.first_error import build_first_error_messages, parse_first_error
+from resd.context.teacher_prompt import TeacherSlots
+from resd.context.updater import ContextSample, ContextUpdater, GenerateFn
+from resd.distill.masks import locate_error_token
+from resd.envs.base import Outcome, Task
+
+
+@dataclass
+class ScoredSample:
+    """One rollout with its task and outcome; `group` indexes the prompt it was sampled for (the
+    N samples of one prompt share it)."""
+
+    task: Task
+    group: int
+    text: str
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    truncated: bool
+    outcome: Outcome
+
+
+@dataclass(frozen=True)
+class TeacherContext:
+    """What one sample's teacher reads besides the task; None marks an empty slot.
+
+    `distill` is False when the teacher would know nothing more than the student (the sample is
+    then left out of the loss). `distill_from` is the first response token that is distilled
+    (ROSD's first error; 0 = the whole response)."""
+
+    distill: bool
+    playbook: str | None = None
+    previous_trial: str | None = None
+    feedback: str | None = None
+    reflection: str | None = None
+    solution: str | None = None
+    solution_source: str = ""
+    """"peer" (a successful response of the same group), "buffer" (an earlier success of this
+    task, RESD's solution buffer) or "" (no solution shown)."""
+    distill_from: int = 0
+
+    def slot_values(self) -> dict[str, str | None]:
+        """Slot name -> text, in the order of `resd.context.teacher_prompt.SLOT_NAMES`."""
+        return {"playbook": self.playbook, "previous_trial": self.previous_trial, "feedback": self.feedback,
+                "reflection": self.reflection, "solution": self.solution}
+
+
+NOT_DISTILLED = TeacherContext(distill=False)
+
+
+@dataclass
+class ContextStep:
+    """One engine step: a context per sample, float stats for metrics.jsonl, and the raw model
+    answers the engine read (for RUN/context.jsonl)."""
+
+    contexts: list[TeacherContext]
+    stats: dict[str, float] = field(default_factory=dict)
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ContextPolicy:
+    """The rules shared by every engine (the slice of the training config that decides them)."""
+
+    slots: TeacherSlots = TeacherSlots()
+    """Slots the teacher may read: the config's `teacher_slots`, restricted to those the
+    teacher template has a place for."""
+    success_threshold: float = 1.0
+    """tau: a sample succeeded when its reward >= this."""
+    use_peer_solution: bool = True
+    """With N > 1, a successful response of the same group is the teacher's solution."""
+    dont_reprompt_on_self_success: bool = False
+    """Never show a sample its own success, nor distil a success without another solution (SDPO)."""
+    feedback_only_without_solution: bool = False
+    """Drop the feedback when a solution is shown (SDPO)."""
+
+
+@dataclass(frozen=True)
+class _Notes:
+    """What an engine learned about one sample before the shared rules pick the slots."""
+
+    playbook: str | None = None
+    reflection: str | None = None
+    buffered_solution: str | None = None
+    distill_from: int = 0
+
+
+def teacher_stats(contexts: Sequence[TeacherContext]) -> dict[str, float]:
+    """Fraction of samples whose teacher read each kind of context."""
+    n = max(1, len(contexts))
+    return {
+        "teacher/solution_fraction": sum(c.solution_source != "" for c in contexts) / n,
+        "teacher/feedback_fraction": sum(c.feedback is not None for c in contexts) / n,
+        "teacher/reflection_fraction": sum(c.reflection is not None for c in contexts) / n,
+        "teacher/playbook_fraction": sum(c.playbook is not None for c in contexts) / n,
+    }
+
+
+class ContextEngine:
+    """SDPO's context (`PeerContext`) and the shared selection rules; subclasses add notes."""
+
+    requires_group_success = False
+    """ROSD: a sample is distilled only when its group has a success (the reflector needs one)."""
+
+    def __init__(self, policy: ContextPolicy) -> None:
+        self.policy = policy
+
+    def step(self, step: int, samples: Sequence[ScoredSample]) -> ContextStep:
+        """Update the engine's state with this iteration's outcomes, then pick each sample's context."""
+        notes, stats, outputs = self._observe(step, samples)
+        success = [self.succeeded(s) for s in samples]
+        groups: dict[int, list[int]] = {}
+        for i, s in enumerate(samples):
+            groups.setdefault(s.group, []).append(i)
+        contexts = [self._teacher_context(i, samples, success, groups[s.group], notes[i])
+                    for i, s in enumerate(samples)]
+        return ContextStep(contexts, stats, outputs)
+
+    def succeeded(self, sample: ScoredSample) -> bool:
+        return sample.outcome.reward >= self.policy.success_threshold
+
+    def _observe(self, step: int, samples: Sequence[ScoredSample]
+                 ) -> tuple[list[_Notes], dict[str, float], list[dict[str, Any]]]:
+        """Per-sample notes, stats and raw outputs; the base engine adds nothing."""
+        return [_Notes()] * len(samples), {}, []
+
+    def _teacher_context(self, i: int, samples: Sequence[ScoredSample], success: list[bool],
+                         members: list[int], notes: _Notes) -> TeacherContext:
+        p, slots, s = self.policy, self.policy.slots, samples[i]
+        if self.requires_group_success and not any(success[j] for j in members):
+            return NOT_DISTILLED
+
+        solution, source = None, ""
+        if slots.solution and p.use_peer_solution and len(members) > 1:
+            for j in members:
+                if success[j] and (j != i or not p.dont_reprompt_on_self_success):
+                    solution, source = samples[j].text, "peer"
+                    break
+        if slots.solution and solution is None and notes.buffered_solution:
+            if not (p.dont_reprompt_on_self_success and notes.buffered_solution == s.text):
+                solution, source = notes.buffered_solution, "buffer"
+        if solution is not None and not solution.strip():
+            solution, source = None, ""  # an empty success shows the teacher nothing
+        if success[i] and p.dont_reprompt_on_self_success and solution is None:
+            return NOT_DISTILLED
+
+        feedback = s.outcome.feedback if slots.feedback and s.outcome.feedback.strip() else None
+        if feedback is not None and solution is not None and p.feedback_only_without_solution:
+            feedback = None
+        reflection = notes.reflection if slots.reflection and notes.reflection and notes.reflection.strip() else None
+        playbook = notes.playbook if slots.playbook and notes.playbook and notes.playbook.strip() else None
+        if not (solution or feedback or reflection or playbook):
+            return NOT_DISTILLED  # the previous trial alone is the student's own answer: nothing new
+        return TeacherContext(
+            distill=True, playbook=playbook, previous_trial=s.text if slots.previous_trial else None,
+            feedback=feedback, reflection=reflection, solution=solution, solution_source=source,
+            distill_from=notes.distill_from)
+
+    # State to checkpoint (only engines that remember something across steps have any).
+    def state_dict(self) -> dict[str, Any] | None:
+        return None
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+PeerContext = ContextEngine
+"""SDPO / SDPO+ss: successful group peers and the environment's feedback, nothing remembered."""
+
+
+class PlaybookContext(ContextEngine):
+    """RESD: reflection, curated playbook and solution buffer from `ContextUpdater`, plus peers."""
+
+    def __init__(self, policy: ContextPolicy, updater: ContextUpdater) -> None:
+        super().__init__(policy)
+        self.updater = updater
+
+    def _observe(self, step: int, samples: Sequence[ScoredSample]
+                 ) -> tuple[list[_Notes], dict[str, float], list[dict[str, Any]]]:
+        stats = self.updater.update(step, [ContextSample(example_id=s.task.id, prompt=s.task.prompt_text,
+                                                         response=s.text, outcome=s.outcome) for s in samples])
+        u = self.updater
+        notes = [_Notes(playbook=u.playbook_text(s.task.id), reflection=u.reflection(s.task.id),
+                        buffered_solution=u.solution(s.task.id)) for s in samples]
+        return notes, {k: float(v) for k, v in stats.items()}, list(u.last_outputs)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.updater.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.updater.load_state_dict(state)
+
+
+class FirstErrorContext(ContextEngine):
+    """ROSD: for each failure whose group has a success, a greedy reflector quotes the first
+    erroneous span; the explanation becomes the reflection and distillation starts at the quoted
+    token (the whole response when the quote is not found in it)."""
+
+    requires_group_success = True
+
+    def __init__(self, policy: ContextPolicy, generate: GenerateFn, tokenizer: Any, *, max_new_tokens: int) -> None:
+        super().__init__(policy)
+        self.generate, self.tokenizer, self.max_new_tokens = generate, tokenizer, max_new_tokens
+
+    def _observe(self, step: int, samples: Sequence[ScoredSample]
+                 ) -> tuple[list[_Notes], dict[str, float], list[dict[str, Any]]]:
+        started = time.perf_counter()
+        jobs = []
+        for i, s in enumerate(samples):
+            if self.succeeded(s):
+                continue
+            peer = next((p for p in samples if p.group == s.group and self.succeeded(p)), None)
+            if peer is not None:
+                jobs.append((i, build_first_error_messages(s.task.prompt_text, peer.text, s.text, s.outcome.feedback)))
+        notes = [_Notes()] * len(samples)
+        found = []
+        replies = self.generate([m for _, m in jobs], self.max_new_tokens, 0.0) if jobs else []
+        for (i, _), reply in zip(jobs, replies):
+            parsed = parse_first_error(reply)
+            start = locate_error_token(samples[i].text, parsed.quote, self.tokenizer, len(samples[i].completion_ids))
+            notes[i] = replace(notes[i], reflection=parsed.explanation, distill_from=start or 0)
+            found.append(start is not None)
+        stats = {"rosd/reflections": float(len(jobs)),
+                 "rosd/quote_found_fraction": sum(found) / len(found) if found else 0.0,
+                 "time/reflection": time.perf_counter() - started}
+        return notes, stats, []

@@ -1,0 +1,202 @@
+"""Everything a training run is built from, one function each: accelerator, run directory, the
+one-pass stream, the policy (model, LoRA, EMA teacher, optimiser, schedule), the context engine
+and the policy update. `RESDTrainer` calls them in this order; benchmarks and tests call them to
+get one piece without the loop.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from resd.context import (ContextEngine, ContextPolicy, ContextUpdater, FirstErrorContext, PeerContext,
+                          PlaybookContext)
+from resd.context.reflect import is_degenerate
+from resd.distill.losses import LossSettings
+from resd.envs import Environment, Task
+from resd.errors import UserError
+from resd.generation import make_generate_fn
+from resd.train.config import RESDConfig, save_config
+from resd.train.ranks import Ranks
+from resd.train.rundir import RunDir
+from resd.train.teacher import EMATeacher, trainable_parameters
+from resd.train.update import PolicyUpdate
+
+_TRACKER_PACKAGES = {"tensorboard": "tensorboard==2.21.0", "wandb": "wandb", "trackio": "trackio"}
+
+
+def build_accelerator(cfg: RESDConfig, run_root: Path | None) -> Any:
+    """An `accelerate.Accelerator`: CPU, one GPU, or one of several processes."""
+    from accelerate import Accelerator
+
+    _check_trackers(cfg.report_to)
+    # cpu=True on machines without a GPU: accelerate then forms a gloo process group when
+    # launched with several processes (torchrun, `accelerate launch --multi_gpu`, or
+    # `accelerate launch --cpu`, whose single process `resd train` turns into N ranks:
+    # resd/train/launch.py).
+    on_cpu = not torch.cuda.is_available() and not torch.backends.mps.is_available()
+    return Accelerator(cpu=on_cpu, log_with=cfg.report_to or None,
+                       project_dir=str(run_root) if run_root else None)
+
+
+def _check_trackers(report_to: list[str]) -> None:
+    """accelerate only warns about a tracker that is not installed and then logs nothing; a user
+    who asked for one would rather hear it at once."""
+    import importlib.util
+
+    for name in report_to:
+        package = _TRACKER_PACKAGES.get(name)
+        if package and importlib.util.find_spec(name) is None:
+            raise UserError(f"report_to names {name!r} but it is not installed: pip install {package}")
+
+
+def build_run_dir(cfg: RESDConfig, ranks: Ranks, *, resuming: bool) -> RunDir:
+    """One run directory for all ranks (named with rank 0's clock), created with the resolved
+    config; a fresh run starts with empty logs."""
+    root = Path(cfg.output_dir) if cfg.output_dir else None
+    if root is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        root = Path("runs") / f"{cfg.method}-{cfg.env.replace(':', '_')}-seed{cfg.seed}-{stamp}"
+    run = RunDir(ranks.from_main(str(root)))
+    cfg.output_dir = str(run.root)
+    if ranks.main:
+        run.create()
+        if not resuming:
+            for stale in (run.metrics, run.evals):
+                if stale.exists():
+                    stale.unlink()
+        save_config(cfg, run.config)
+    ranks.barrier()
+    return run
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_environment(cfg: RESDConfig) -> Environment:
+    from resd.envs import get
+
+    return get(cfg.env, **cfg.env_options)
+
+
+def stream_order(task_ids: list[str], *, seed: int, shuffle: bool, limit: int | None) -> list[int]:
+    """Indices of the training tasks in the order of the single pass."""
+    order = list(range(len(task_ids)))
+    if shuffle:
+        random.Random(seed).shuffle(order)
+    return order[:limit] if limit is not None else order
+
+
+def build_stream(env: Environment, cfg: RESDConfig) -> tuple[list[Task], list[list[Task]]]:
+    """The training tasks in pass order, and that order cut into batches (paper §3.3: one
+    streaming pass, each prompt seen in one batch)."""
+    tasks = env.tasks("train")
+    if not tasks:
+        raise UserError(f"environment {cfg.env!r} has no training tasks")
+    order = stream_order([t.id for t in tasks], seed=cfg.seed, shuffle=cfg.shuffle, limit=cfg.train_limit)
+    stream = [tasks[i] for i in order]
+    batches = [stream[i:i + cfg.batch_size] for i in range(0, len(stream), cfg.batch_size)]
+    if cfg.max_batches is not None:
+        batches = batches[:cfg.max_batches]
+    return stream, batches
+
+
+@dataclass
+class Policy:
+    """The model being trained and everything that changes its weights."""
+
+    model: torch.nn.Module
+    """The module that takes gradients (DDP-wrapped with several processes)."""
+    student: torch.nn.Module
+    """The plain module (generation, saving, the teacher's reference)."""
+    tokenizer: Any
+    teacher: EMATeacher | None
+    """The EMA self-teacher (None for GRPO)."""
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    pad_id: int
+
+
+def build_policy(cfg: RESDConfig, accelerator: Any, *, model: Any = None, tokenizer: Any = None) -> Policy:
+    """Load (or take) the model, add LoRA adapters, make the EMA teacher, the optimiser and the
+    learning-rate schedule, and hand model and optimiser to accelerate."""
+    if model is not None:
+        model.to(accelerator.device)
+    else:
+        from resd.models import load
+
+        model, tokenizer = load(cfg.model, dtype=cfg.dtype, device=accelerator.device)
+    if cfg.lora is not None:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(
+            r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+            target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM"))
+    from trl.trainer.utils import disable_dropout_in_model
+
+    disable_dropout_in_model(model)  # student and teacher must score tokens deterministically
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        if cfg.lora is not None:
+            model.enable_input_require_grads()
+    model.train()
+    teacher = (EMATeacher(model, cfg.teacher_update_rate, adapter_only=cfg.lora is not None)
+               if cfg.distills else None)
+    optimizer = torch.optim.AdamW(list(trainable_parameters(model).values()), lr=cfg.learning_rate,
+                                  betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay)
+    # Linear warm-up over `warmup_steps` updates, then constant (paper App. G). Unlike
+    # transformers' schedule the first update already gets lr/warmup, not 0: with few updates
+    # per run (CPU demos) a wasted first step shows. Not passed through accelerator.prepare,
+    # which would step it once per process.
+    warmup = cfg.warmup_steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: min(1.0, (k + 1) / warmup) if warmup > 0 else 1.0)
+    prepared, optimizer = accelerator.prepare(model, optimizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return Policy(model=prepared, student=accelerator.unwrap_model(prepared), tokenizer=tokenizer, teacher=teacher,
+                  optimizer=optimizer, scheduler=scheduler, pad_id=pad_id)
+
+
+def build_context_engine(cfg: RESDConfig, policy: Policy) -> ContextEngine | None:
+    """The engine that builds each sample's teacher context (None for GRPO, which has no teacher).
+    Its model calls (reflect, curate, first error) use the student itself and stop decoding an
+    answer once it loops: the parsers would reject it anyway."""
+    if not cfg.distills:
+        return None
+    slots = cfg.teacher_slots.restricted_to(cfg.template)
+    rules = ContextPolicy(slots=slots, success_threshold=cfg.success_reward_threshold,
+                          use_peer_solution=cfg.use_peer_solution,
+                          dont_reprompt_on_self_success=cfg.dont_reprompt_on_self_success,
+                          feedback_only_without_solution=cfg.environment_feedback_only_without_solution)
+    if cfg.context_engine == "peers":
+        return PeerContext(rules)
+    if cfg.context_engine == "rosd":
+        generate = make_generate_fn(policy.student, policy.tokenizer, batch_size=cfg.generation_batch_size,
+                                    stop_when=is_degenerate)
+        return FirstErrorContext(rules, generate, policy.tokenizer,
+                                 max_new_tokens=cfg.context.reflection_max_new_tokens)
+    generate = make_generate_fn(policy.student, policy.tokenizer, batch_size=cfg.generation_batch_size,
+                                top_p=cfg.top_p, stop_when=is_degenerate)
+    # Reflections feed both the reflection slot and the curator; the curator feeds the playbook.
+    updater = ContextUpdater(cfg.context, generate, seed=cfg.seed, success_threshold=cfg.success_reward_threshold,
+                             reflect=slots.reflection or slots.playbook, curate=slots.playbook)
+    return PlaybookContext(rules, updater)
+
+
+def build_update(cfg: RESDConfig, policy: Policy, accelerator: Any, ranks: Ranks) -> PolicyUpdate:
+    loss = LossSettings(mode=cfg.distillation_mode if cfg.distills else "policy_gradient",
+                        alpha=cfg.distillation_alpha, topk=cfg.distillation_topk, add_tail=cfg.distillation_add_tail,
+                        ratio_min=cfg.ratio_min, ratio_max=cfg.ratio_max, eps_low=cfg.grpo_epsilon_low,
+                        eps_high=cfg.grpo_epsilon_high)
+    return PolicyUpdate(model=policy.model, student=policy.student, teacher=policy.teacher,
+                        optimizer=policy.optimizer, scheduler=policy.scheduler, accelerator=accelerator, ranks=ranks,
+                        loss=loss, pad_id=policy.pad_id, micro_batch_size=cfg.micro_batch_size,
+                        max_grad_norm=cfg.max_grad_norm, temperature=cfg.temperature)

@@ -1,0 +1,181 @@
+"""One policy update: typed items in, one optimiser step out (paper Alg. 1 lines 16-19).
+
+    items  = distillation_items(...) or policy_gradient_items(...)   one UpdateItem per sample
+    result = PolicyUpdate.apply(items, n_tokens)                      forward, backward, AdamW step
+
+The per-token loss comes from `resd.distill.per_token_loss` (one dispatch over the modes); it is
+reduced here, once, by the token-mean form of the paper's Eq. 3:
+
+    loss = sum_i w_i sum_t m_it l_it / n_tokens
+
+with `n_tokens` the masked tokens of the whole update over all ranks. Each rank computes its
+share of the numerator and divides by that global count, times the number of ranks because DDP
+averages gradients; the gradient then equals a single process's on the same items.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Sequence
+
+import torch
+
+from resd.distill.losses import LossSettings, per_token_loss
+from resd.distill.masks import error_suffix_mask
+from resd.train.packing import pack, response_logits
+from resd.train.ranks import Ranks
+
+
+@dataclass(frozen=True)
+class UpdateItem:
+    """One sample's share of an update."""
+
+    prompt_ids: list[int]
+    """The student's prompt (chat-templated)."""
+    completion_ids: list[int]
+    """The sampled response tokens (what both student and teacher score)."""
+    mask: list[float]
+    """1 on the response tokens that count (ROSD: from the first error on), else 0."""
+    weight: float = 1.0
+    """w_i: the sample's weight (success-rate rebalancing, App. B Eq. 2)."""
+    teacher_prompt_ids: list[int] | None = None
+    """Distillation: the teacher's prompt, followed by the same response tokens."""
+    advantage: float = 0.0
+    """Policy gradient: the sample's group-relative advantage A_i."""
+
+
+@dataclass
+class UpdateResult:
+    loss: float = 0.0
+    """The reduced loss of the update (Eq. 3, token mean)."""
+    distill_tokens: int = 0
+    """n_tokens: the masked tokens the loss is averaged over."""
+    updated: bool = False
+    """False when nothing carried a learning signal and no optimiser step was taken."""
+    grad_norm: float = 0.0
+    """Gradient norm before clipping (0 when clipping is off)."""
+
+    def metrics(self) -> dict[str, Any]:
+        return {"loss": self.loss, "distill_tokens": self.distill_tokens, "grad_norm": self.grad_norm}
+
+
+@dataclass
+class PhaseTimes:
+    """Seconds spent in the two phases of an update (added to the step's timing record)."""
+
+    teacher_forward: float = 0.0
+    student_step: float = 0.0
+
+
+def distillation_items(samples: Sequence[Any], contexts: Sequence[Any], teacher_prompt_ids: Sequence[list[int] | None],
+                       weights: Sequence[float]) -> list[UpdateItem]:
+    """One item per distilled sample with a response: its teacher prompt, weight, and the mask
+    from its context's first distilled token on."""
+    items = []
+    for s, c, teacher_ids, w in zip(samples, contexts, teacher_prompt_ids, weights, strict=True):
+        if not c.distill or not s.completion_ids:
+            continue
+        mask = [float(m) for m in error_suffix_mask(len(s.completion_ids), c.distill_from)]
+        items.append(UpdateItem(s.prompt_ids, s.completion_ids, mask, weight=float(w),
+                                teacher_prompt_ids=list(teacher_ids)))
+    return items
+
+
+def policy_gradient_items(samples: Sequence[Any], advantages: Sequence[float]) -> list[UpdateItem]:
+    """One item per sample with a response, carrying its advantage (GRPO)."""
+    return [UpdateItem(s.prompt_ids, s.completion_ids, [1.0] * len(s.completion_ids), advantage=float(a))
+            for s, a in zip(samples, advantages, strict=True) if s.completion_ids]
+
+
+@dataclass
+class PolicyUpdate:
+    """Micro-batched forward/backward over this rank's share of the items and one optimiser step.
+
+    `model` is the (possibly DDP-wrapped) module that takes gradients, `student` the plain one;
+    `teacher` an `EMATeacher` (distillation) or None (policy gradient)."""
+
+    model: torch.nn.Module
+    student: torch.nn.Module
+    teacher: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    accelerator: Any
+    ranks: Ranks
+    loss: LossSettings
+    pad_id: int
+    micro_batch_size: int = 4
+    max_grad_norm: float | None = 1.0
+    temperature: float = 1.0
+    times: PhaseTimes = field(default_factory=PhaseTimes)
+
+    def apply(self, items: list[UpdateItem], n_tokens: int | None = None) -> UpdateResult:
+        """Take one optimiser step on `items` (the same list on every rank). `n_tokens` defaults to
+        the items' masked tokens; GRPO passes the tokens of every sample of the batch, including
+        those whose zero advantage made them items of no consequence."""
+        n_tokens = n_tokens if n_tokens is not None else int(sum(sum(it.mask) for it in items))
+        if not items or n_tokens == 0:
+            return UpdateResult()  # nothing to learn from (e.g. SDPO with no success and no feedback)
+        world = self.ranks.world
+        mine = self.ranks.share(items)
+        n_micro = math.ceil(math.ceil(len(items) / world) / self.micro_batch_size)
+        weighted_sum = torch.zeros((), dtype=torch.float64)
+        self.model.train()
+        for m in range(n_micro):
+            chunk = mine[m * self.micro_batch_size:(m + 1) * self.micro_batch_size]
+            # A rank with fewer items still runs every backward pass DDP expects; its chunk counts 0.
+            dummy = not chunk
+            if dummy:
+                chunk = [replace(items[0], weight=0.0)]
+            last = m == n_micro - 1
+            with contextlib.nullcontext() if last else self.accelerator.no_sync(self.model):
+                part = self._weighted_sum(chunk, dummy)
+                # Eq. 3, token mean: this rank's share of sum_i w_i sum_t m_it l_it over the global count.
+                loss = part * (world / n_tokens)
+                t0 = time.perf_counter()
+                self.accelerator.backward(loss)
+                self.times.student_step += time.perf_counter() - t0
+            weighted_sum += part.detach().double().cpu()
+        t0 = time.perf_counter()
+        grad_norm = 0.0
+        if self.max_grad_norm is not None:
+            grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), self.max_grad_norm))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.times.student_step += time.perf_counter() - t0
+        total = sum(self.ranks.gather([float(weighted_sum)]))
+        return UpdateResult(loss=total / n_tokens, distill_tokens=n_tokens, updated=True, grad_norm=grad_norm)
+
+    def _weighted_sum(self, chunk: list[UpdateItem], dummy: bool) -> torch.Tensor:
+        """sum_i w_i sum_t m_it l_it over the chunk, with a graph."""
+        device = self.accelerator.device
+        width = max(len(it.completion_ids) for it in chunk)
+        mask = torch.tensor([it.mask + [0.0] * (width - len(it.mask)) for it in chunk], dtype=torch.float32,
+                            device=device)
+        weights = torch.tensor([it.weight for it in chunk], dtype=torch.float32, device=device)
+        student_in = pack([it.prompt_ids for it in chunk], [it.completion_ids for it in chunk], self.pad_id, device)
+
+        teacher_logits = None
+        if self.teacher is not None and not dummy:
+            t0 = time.perf_counter()
+            teacher_in = pack([it.teacher_prompt_ids for it in chunk], [it.completion_ids for it in chunk],
+                              self.pad_id, device)
+            with torch.no_grad(), self.teacher.weights_in(self.student) as teacher_model:
+                teacher_logits = response_logits(teacher_model, teacher_in, self.temperature)
+            self.times.teacher_forward += time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        logits = response_logits(self.model, student_in, self.temperature)
+        if self.teacher is not None and teacher_logits is None:
+            teacher_logits = logits.detach()  # a dummy chunk: zero loss that still touches every weight
+        advantages = torch.tensor([it.advantage for it in chunk], dtype=torch.float32, device=device)
+        per_token = per_token_loss(self.loss, logits, student_in.completion_ids, mask,
+                                   teacher_logits=teacher_logits, advantages=advantages)
+        part = (per_token * weights[:, None]).sum()
+        if dummy:
+            part = part * 0.0
+        self.times.student_step += time.perf_counter() - t0
+        return part
