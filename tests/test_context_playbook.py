@@ -1,4 +1,4 @@
-"""Playbook semantics (paper App. D, SPEC §2): ids, tags, render, concise methods and triggers,
+"""Playbook semantics (paper App. D): ids, tags, render, concise methods and triggers,
 persistence."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""ROSD first-error masks (SPEC §3): quote location, char -> token mapping, suffix masks."""
+"""ROSD first-error masks (ROSD, arXiv 2605.28014): quote location, char -> token mapping, suffix masks."""
 
 from __future__ import annotations
 

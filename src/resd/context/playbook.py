@@ -4,7 +4,7 @@ An entry is one natural-language lesson with a section, a stable id (section slu
 counter, so ids never repeat even after entries are removed), helpful/harmful counts from the
 reflector's tags, the step it was created at and the step it was last tagged at.
 
-`Playbook.concise` implements the three pruning methods of App. D / SPEC §2 and
+`Playbook.concise` implements the three pruning methods of App. D and
 `ConciseSchedule` the two triggers (every F context updates without the budget; whenever the
 size exceeds M_max with it). Everything here is pure Python and deterministic given a seed.
 """
@@ -70,7 +70,7 @@ class Entry:
 
     @property
     def net_harmful(self) -> bool:
-        """More harmful than helpful tags (SPEC §2's rule; see `Playbook.concise`)."""
+        """More harmful than helpful tags (see `Playbook.concise` for the tie rule)."""
         return self.harmful > self.helpful
 
     @property
@@ -182,8 +182,8 @@ class Playbook:
         """Prune the playbook; returns the removed ids in playbook order.
 
         Entries are partitioned into unused (never tagged), harmful (harmful > helpful) and
-        helpful (the rest). SPEC §2 fixes "harmful > helpful"; the paper's App. D writes
-        "d ≥ h and d > 0", which would also drop entries with tied counts.
+        helpful (the rest). App. D writes "d ≥ h and d > 0" (net harmful); we drop
+        only strictly more harmful than helpful, so an entry with tied counts gets another chance.
 
         - prioritized: drop unused and harmful; if still above `max_entries` (and the budget is
           enforced), drop uniformly random helpful entries (seeded) until within budget.

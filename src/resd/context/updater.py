@@ -1,4 +1,4 @@
-"""The RESD context update (paper §3.3, Alg. 1 lines 5–12; SPEC §1.3).
+"""The RESD context update (paper §3.3, Alg. 1 lines 5–12).
 
 Per training step, before the policy update:
   1. CONCISE the playbook when a trigger fires (App. D);
@@ -88,7 +88,7 @@ class ContextConfig:
     buffer_size: int | None = 4096
     """Most examples the solution buffer holds (the oldest stored is evicted first)."""
     dedup_by_example: bool = True
-    """With several rollouts per example, reflect/curate/tag on one of them (SPEC §1.3)."""
+    """With several rollouts per example, reflect/curate/tag on one of them (the paper's code does the same)."""
     reflection_max_new_tokens: int = 512
     """Token cap for reflector and success-reflector answers (not stated in the paper)."""
     curation_max_new_tokens: int = 256

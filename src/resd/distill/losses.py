@@ -82,7 +82,7 @@ def _kl(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
 
 
 def _divergence(student_logp: torch.Tensor, teacher_logp: torch.Tensor, alpha: float) -> torch.Tensor:
-    """Per-token divergence on the distilled support (SPEC §1.6; paper Eq. 1, App. A).
+    """Per-token divergence on the distilled support (paper Eq. 1, App. A).
 
     alpha = 0: forward KL(teacher || student); alpha = 1: reverse KL(student || teacher);
     otherwise the generalised JSD with mixture m = (1-alpha) p_s + alpha p_t (formed in log
@@ -152,7 +152,7 @@ def clamp_teacher_logprobs(
     """Ratio clipping of paper §2 (tau = p_teacher / p_student clipped to [eps_min, eps_max]).
 
     Element-wise on the distilled support: ``log p_t >= log p_s.detach() + log ratio_min`` and,
-    when ``ratio_max`` is set, ``log p_t <= log p_s.detach() + log ratio_max`` (SPEC §1.6). The
+    when ``ratio_max`` is set, ``log p_t <= log p_s.detach() + log ratio_max`` (paper §2). The
     result is NOT renormalised. The returned tensor carries no gradient.
     """
     with torch.no_grad():
@@ -303,7 +303,7 @@ def group_advantages(
     scale: Literal["none", "group"] = "none",
     eps: float = 1e-6,
 ) -> torch.Tensor:
-    """GRPO group-relative advantages (SPEC §1 GRPO baseline; Dr.GRPO default).
+    """GRPO group-relative advantages (the paper's GRPO baseline, App. G; Dr. GRPO default).
 
     ``rewards`` are laid out as consecutive groups of ``group_size`` samples of the same
     prompt. ``A_i = r_i - mean(group)``; with ``scale="group"`` additionally divided by the

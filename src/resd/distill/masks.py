@@ -1,4 +1,4 @@
-"""Token masks for distillation: response masks and ROSD's first-error suffix (SPEC §3).
+"""Token masks for distillation: ROSD's first-error suffix (ROSD, arXiv 2605.28014).
 
 ROSD (arXiv 2605.28014): a reflector quotes the first erroneous span of a failed response. We
 find that quote in the response text, map its first character to a token index, and distil only
@@ -56,7 +56,7 @@ def _collapse_whitespace(text: str) -> tuple[str, list[int]]:
 
 
 def find_error_span(response: str, quote: str) -> int | None:
-    """Character index in ``response`` where the quoted first error starts, or None (SPEC §3).
+    """Character index in ``response`` where the quoted first error starts, or None (ROSD, arXiv 2605.28014).
 
     Tried in order, first occurrence wins:
       1. the quote exactly as given;
@@ -123,7 +123,7 @@ def locate_error_token(
     n_tokens: int,
 ) -> int | None:
     """ROSD's first-error token index in a response of ``n_tokens`` tokens, or None if the
-    quote is missing or not found (SPEC §3). Clipped to ``n_tokens - 1`` so a found error
+    quote is missing or not found (ROSD, arXiv 2605.28014). Clipped to ``n_tokens - 1`` so a found error
     always leaves at least the last token to distil."""
     if quote is None:
         return None
@@ -134,7 +134,7 @@ def locate_error_token(
 
 
 def error_suffix_mask(n_tokens: int, start_token: int | None) -> list[int]:
-    """``[0]*start + [1]*(n_tokens-start)``: distil from the first error to the end (SPEC §3).
+    """``[0]*start + [1]*(n_tokens-start)``: distil from the first error to the end (ROSD, arXiv 2605.28014).
 
     ``start_token=None`` (quote not found) keeps the whole response. The start is clipped to
     ``[0, n_tokens - 1]`` so a non-empty response always keeps at least its last token.

@@ -14,7 +14,7 @@ Message = dict[str, str]  # {"role": "user" | "system" | "assistant", "content":
 Split = Literal["train", "test"]
 
 FEEDBACK_LIMIT = 2000
-"""Feedback is capped at about 2000 characters, as in the paper's verifiers (SPEC §1.2)."""
+"""Feedback is capped at about 2000 characters, as in the paper's verifiers (paper §4.1)."""
 
 
 @dataclass(frozen=True)
@@ -87,8 +87,9 @@ def clip_feedback(text: str, limit: int = FEEDBACK_LIMIT) -> str:
 class Environment(ABC):
     """A task family that returns reward and text feedback.
 
-    Subclasses set `name` and implement `tasks` and `score`. `score` must never raise on any
-    completion text: malformed output is an Outcome with reward 0 and feedback that says why.
+    Subclasses set `name` and implement `tasks` and `score` (and, optionally, `reference_solution`).
+    `score` must never raise on any completion text: malformed output is an Outcome with reward 0
+    and feedback that says why.
     """
 
     name: ClassVar[str] = ""
@@ -101,6 +102,12 @@ class Environment(ABC):
     @abstractmethod
     def score(self, task: Task, completion: str) -> Outcome:
         """Judge one completion of one task."""
+
+    def reference_solution(self, task: Task) -> str | None:
+        """A known-good answer to `task`, or None when the environment has none (optional).
+        `resd probe` scores it under the student's and the teacher's prompts; `resd env show`
+        scores it when no completion is given."""
+        return None
 
     def score_many(self, tasks: list[Task], completions: list[str]) -> list[Outcome]:
         """Judge a batch (override to parallelise, e.g. sandboxed code)."""

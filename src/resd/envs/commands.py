@@ -159,8 +159,7 @@ def run_env(args: argparse.Namespace) -> int:
     if args.completion is not None:
         completion, source = _read_completion(args.completion), args.completion
     else:
-        reference = getattr(env, "reference_solution", None)
-        completion = reference(task) if callable(reference) else None
+        completion = env.reference_solution(task)
         source = "reference solution"
     outcome = env.score(task, completion) if completion is not None else None
     print(render_show(env, task, args.split, completion, source, outcome))

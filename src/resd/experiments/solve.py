@@ -1,4 +1,4 @@
-"""`resd solve`: test-time self-distillation on one hard task (SDPO paper's test-time setting, SPEC §4).
+"""`resd solve`: test-time self-distillation on one hard task (the SDPO paper's test-time setting, arXiv 2601.20802).
 
 Attempt -> environment feedback -> reflection and playbook (RESD) -> one self-distillation update
 on that attempt -> retry, K times. This is exactly the trainer's inner loop with a batch of one

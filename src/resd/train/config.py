@@ -24,6 +24,7 @@ import yaml
 
 from resd.context import ContextConfig, TeacherSlots
 from resd.errors import UserError
+from resd.files import json_safe
 from resd.train.methods import METHODS, method_defaults
 
 CONTEXT_ENGINES = ("resd", "rosd", "peers")
@@ -213,15 +214,7 @@ class RESDConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML/JSON-safe values (tuples become lists)."""
-        return _plain(dataclasses.asdict(self))
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+        return json_safe(dataclasses.asdict(self))
 
 
 def validate(cfg: RESDConfig) -> None:

@@ -1,7 +1,7 @@
 """Tensors for scoring sampled responses: [left-padded prompt | response | right padding].
 
 The student scores (student prompt + response) and the teacher scores (teacher prompt + the same
-response tokens), SPEC §1.4. Laying each row out as a left-padded prompt followed by the
+response tokens), paper §2 Eq. 1. Laying each row out as a left-padded prompt followed by the
 right-padded response puts every response at the same columns, so the logits of the response
 tokens are one slice for the whole batch, and `logits_to_keep` spares the [B, prompt, V] part.
 Position ids follow the attention mask, as in `generate`, so scoring matches sampling.

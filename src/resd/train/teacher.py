@@ -1,4 +1,4 @@
-"""The self-teacher: an exponential moving average of the student (SPEC §1.4, paper §3.3).
+"""The self-teacher: an exponential moving average of the student (paper §3.3, Alg. 1 line 19).
 
     theta_T <- (1 - eta) * theta_T + eta * theta        after every policy update
 
