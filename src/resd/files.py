@@ -78,6 +78,20 @@ def _fsync_tree(folder: Path) -> None:
         _fsync_dir(Path(root))
 
 
+def _writer_alive(pid_text: str) -> bool:
+    """Whether the process that named a temporary folder `.NAME.tmp<pid>` still runs (then its
+    folder is work in progress, not a leftover)."""
+    if not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists but is not ours to signal
+    return True
+
+
 def old_copy(path: Path) -> Path:
     """Where `replace_dir_atomic` keeps the previous folder until the new one is in place."""
     return path.with_name(f".{path.name}.old")
@@ -88,13 +102,15 @@ def replace_dir_atomic(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield an empty temporary folder; when the block ends without an error it replaces `path`.
 
     On an error the temporary folder is removed and `path` is untouched. Leftover temporary
-    folders of killed writers (same name pattern) are removed first.
+    folders of writers that died (same name pattern, process gone) are removed first.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     for stale in target.parent.glob(f".{target.name}.tmp*"):
-        shutil.rmtree(stale, ignore_errors=True)
+        if not _writer_alive(stale.name.rsplit(".tmp", 1)[-1]):
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
         yield tmp

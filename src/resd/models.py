@@ -17,12 +17,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from resd.errors import UserError
+from resd.files import replace_dir_atomic
 
 DEFAULT_MODEL = "smollm2-135m"
 TINY_MODEL = "tiny-random"
@@ -162,29 +162,20 @@ def _cached_copy(gguf: Path, name: str) -> Path | None:
 
 
 def _write_cache(model: Any, tokenizer: Any, gguf: Path, name: str) -> Path | None:
-    """Save a Hugging Face copy of a de-quantised GGUF model; None when the disk says no."""
+    """Save a Hugging Face copy of a de-quantised GGUF model; None when the disk says no.
+
+    Written into a temporary folder and swapped in (resd.files), so a crash never leaves a
+    half-written cache behind; a valid copy another process finished first is kept."""
     target = _cache_root() / name
-    staging = target.with_name(f"{name}.tmp-{os.getpid()}")
+    if _cached_copy(gguf, name) is not None:
+        return target
     try:
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        (staging / _SOURCE_MARKER).write_text(json.dumps(_source_signature(gguf)))
-        # Write into a staging folder and swap it in, so a crash or a second process converting
-        # at the same time never leaves a half-written cache behind. A valid copy another process
-        # finished meanwhile is kept (it may be loading from it); a stale one is moved aside first.
-        if _cached_copy(gguf, name) is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-            return target
-        if target.exists():
-            stale = target.with_name(f"{name}.stale-{os.getpid()}")
-            os.replace(target, stale)
-            shutil.rmtree(stale, ignore_errors=True)
-        os.replace(staging, target)
+        with replace_dir_atomic(target) as staging:
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+            (staging / _SOURCE_MARKER).write_text(json.dumps(_source_signature(gguf)))
         return target
     except Exception:  # noqa: BLE001 - a cache that cannot be written is only a missed speed-up
-        shutil.rmtree(staging, ignore_errors=True)
         return _cached_copy(gguf, name)  # another process may have won the race
 
 
