@@ -33,7 +33,9 @@ def write_run(root: Path, name: str, method: str, seed: int, evals: list[tuple[i
             f.write(json.dumps({"step": step, "batch": (step - 1) // 4, "iteration": (step - 1) % 4,
                                 "rollouts": step * rollouts_per_step, "loss": loss / step,
                                 "reward_mean": 0.1, "success_rate": 0.1, "playbook_size": step,
-                                "distill_tokens": 500, **phases,
+                                "distill_tokens": 500, "distill_fraction": 1.0, "grad_norm": 0.5 / step,
+                                "health/entropy": 2.0 - 0.1 * step,
+                                **({"health/teacher_advantage": -0.1} if method != "grpo" else {}), **phases,
                                 "time/step": sum(phases.values()) + 0.25}) + "\n")
     with open(run / "eval.jsonl", "w") as f:
         for step, tm, tb, cm, cb in evals:
@@ -43,7 +45,10 @@ def write_run(root: Path, name: str, method: str, seed: int, evals: list[tuple[i
     if summary:
         (run / "summary.json").write_text(json.dumps({"method": method, "env": env, "seed": seed,
                                                       "model": "tiny-random", "selected_step": None,
-                                                      "selected": {}, "final": {}}))
+                                                      "selected": {}, "final": {},
+                                                      "health_warnings": [{"step": 3, "message": "the teacher "
+                                                                           "did not prefer accepted answers"}]
+                                                      if method == "sdpo" else []}))
     return run
 
 
@@ -105,11 +110,12 @@ def test_table_values_are_mean_and_std_at_each_seeds_selected_step(runs_dir: Pat
 
 def test_report_writes_plots_and_self_contained_html(runs_dir: Path, tmp_path: Path):
     result = report.report_from_dirs([runs_dir], tmp_path / "out", title="demo")
-    assert set(result.plots) == {"curves_step", "curves_rollouts", "loss", "latency"}
+    assert set(result.plots) == {"curves_step", "curves_rollouts", "loss", "latency", "health"}
     for png in result.plots.values():
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = result.html.read_text()
-    assert page.count("data:image/png;base64,") == 4
+    assert page.count("data:image/png;base64,") == 5
+    assert "Training health" in page and "step 3: the teacher did not prefer accepted answers" in page
     assert "<table>" in page and "RESD" in page
     md = result.markdown.read_text()
     for png in result.plots.values():

@@ -505,6 +505,40 @@ def plot_loss(groups: dict[str, list[Run]], path: Path) -> Path:
     return path
 
 
+HEALTH: tuple[tuple[str, str], ...] = (
+    ("health/teacher_advantage", "teacher advantage (nats/token, > 0 is good)"),
+    ("health/entropy", "student entropy on its samples (nats/token)"),
+    ("grad_norm", "gradient norm"),
+    ("distill_fraction", "share of samples with a learning signal"),
+)
+"""The training-health signals plotted per step (resd.train.health explains the warnings)."""
+
+
+def plot_health(groups: dict[str, list[Run]], path: Path) -> Path:
+    """One panel per health signal, per step; a method that does not log one has no line there."""
+    fig, axes = _figure(len(HEALTH), width=3.9, height=3.2)
+    for ax, (key, title) in zip(axes, HEALTH):
+        for color, (label, runs) in zip(_colors(len(groups)), groups.items()):
+            if any(isinstance(m.get(key), (int, float)) for r in runs for m in r.metrics):
+                _draw(ax, metric_curve(runs, key), color, label)
+        if key == "health/teacher_advantage":
+            ax.axhline(0.0, color="grey", linewidth=0.8)
+        _integer_x(ax)
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel("training step", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=7)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def health_markdown(runs: Sequence[Run]) -> str:
+    """Every health warning of every run, or a line saying there were none."""
+    lines = [f"- {r.label}, seed {r.seed}, step {w.get('step')}: {w.get('message')}"
+             for r in runs for w in (r.summary or {}).get("health_warnings", [])]
+    return "\n".join(lines) if lines else "No run raised a health warning."
+
+
 def plot_latency(groups: dict[str, list[Run]], path: Path) -> Path:
     """Left: seconds per step over training (Figure 8). Right: mean per-phase split, stacked."""
     fig, (ax_line, ax_bar) = _figure(2)
@@ -584,6 +618,7 @@ def build_report(runs: Sequence[Run], out_dir: str | Path, title: str = "resd co
         "curves_rollouts": plot_curves(groups, "rollouts", out / "curves_rollouts.png", k),
         "loss": plot_loss(groups, out / "loss.png"),
         "latency": plot_latency(groups, out / "latency.png"),
+        "health": plot_health(groups, out / "health.png"),
     }
     sections: list[tuple[str, str, str | None]] = [
         ("Runs", "\n".join(_describe(runs)), None),
@@ -598,6 +633,10 @@ def build_report(runs: Sequence[Run], out_dir: str | Path, title: str = "resd co
          "Same curves against the cumulative number of sampled responses (interaction budget).",
          "curves_rollouts"),
         ("Distillation loss per step", "Token-mean loss of each policy update (GRPO: its policy loss).", "loss"),
+        ("Training health", health_markdown(runs) + "\n\nTeacher advantage: token mean of log p_teacher - "
+         "log p_student on the sampled tokens, signed + on accepted and - on rejected samples (> 0: the "
+         "teacher prefers what the environment accepted). Entropy: -log p of the student's own samples.",
+         "health"),
         ("Learning on the stream", stream_markdown(groups) + "\n\nTraining reward on the batch's own prompts at "
          "the first and the last inner iteration (each iteration re-generates after an update).", None),
         ("Per-step latency (Figure 8)", latency_markdown(groups) + "\n\nSeconds per policy update; context "

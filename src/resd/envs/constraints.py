@@ -204,14 +204,19 @@ CONSTRAINT_COUNT_WEIGHTS = {1: 0.5, 2: 0.4, 3: 0.1}
 """How many rules a prompt gets: mostly one or two (see the module docstring)."""
 
 
-def sample_constraints(rng: random.Random, max_constraints: int = 3) -> list[dict[str, Any]]:
-    """Draw 1..max_constraints rules with no shared tags, each with its parameters."""
+def sample_constraints(rng: random.Random, max_constraints: int = 3,
+                       kinds: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+    """Draw 1..max_constraints rules with no shared tags, each with its parameters (only rules
+    of the given `kinds` when set)."""
     counts = [c for c in CONSTRAINT_COUNT_WEIGHTS if c <= max_constraints]
     count = rng.choices(counts, weights=[CONSTRAINT_COUNT_WEIGHTS[c] for c in counts])[0]
+    allowed = [r for r in RULES.values() if kinds is None or r.kind in kinds]
     chosen: list[Rule] = []
     used: set[str] = set()
     while len(chosen) < count:
-        pool = [r for r in RULES.values() if not (r.tags & used)]
+        pool = [r for r in allowed if not (r.tags & used)]
+        if not pool:
+            break
         rule = rng.choices(pool, weights=[r.weight for r in pool])[0]
         chosen.append(rule)
         used |= rule.tags
@@ -297,20 +302,26 @@ class ConstraintsEnv(Environment):
     """Short texts under 1-3 checkable rules; feedback lists each rule with PASS/FAIL and why.
 
     Options: train_size (512), test_size (128), seed (0), max_constraints (3),
-    reward ("all_pass": 1 only if every rule passes; "fraction": the fraction passed).
+    reward ("all_pass": 1 only if every rule passes; "fraction": the fraction passed),
+    rules (None = the whole catalogue; or a list of rule kinds, e.g. [max_words], to study one skill).
     """
 
     name = "constraints"
     description = "write about a topic under 1-3 checkable rules (keyword, length, case, ending, list...)"
 
     def __init__(self, train_size: int = 512, test_size: int = 128, seed: int = 0,
-                 max_constraints: int = 3, reward: str = "all_pass"):
+                 max_constraints: int = 3, reward: str = "all_pass", rules: list[str] | None = None):
         if reward not in ("all_pass", "fraction"):
             raise UserError(f"constraints: reward must be 'all_pass' or 'fraction', not {reward!r}")
         if not 1 <= int(max_constraints) <= 3:
             raise UserError(f"constraints: max_constraints must be 1, 2 or 3, not {max_constraints!r}")
         if int(train_size) < 0 or int(test_size) < 0:
             raise UserError("constraints: train_size and test_size must be >= 0")
+        if rules is not None:
+            if isinstance(rules, str) or not rules or any(k not in RULES for k in rules):
+                raise UserError(f"constraints: rules must be a non-empty list of rule kinds from "
+                                f"{', '.join(RULES)}; got {rules!r}")
+        self.rules = tuple(rules) if rules is not None else None
         self.train_size, self.test_size = int(train_size), int(test_size)
         self.seed, self.max_constraints, self.reward = int(seed), int(max_constraints), reward
         self._cache: dict[str, list[Task]] = {}
@@ -328,12 +339,18 @@ class ConstraintsEnv(Environment):
     def _generate(self, split: str, size: int, exclude: set[str]) -> list[Task]:
         rng = random.Random(f"resd-constraints/{self.seed}/{split}")
         out: list[Task] = []
+        misses = 0
         while len(out) < size:
+            if misses > 10_000:  # a narrow `rules` choice has fewer distinct prompts than asked for
+                raise UserError(f"constraints: only {len(out)} distinct {split} prompts exist with rules="
+                                f"{list(self.rules or [])!r}; lower {split}_size")
             topic = rng.choice(TOPICS)
-            constraints = sample_constraints(rng, self.max_constraints)
+            constraints = sample_constraints(rng, self.max_constraints, self.rules)
             text = render_prompt(topic, constraints, rng.randrange(6))
             if text in exclude:
+                misses += 1
                 continue
+            misses = 0
             exclude.add(text)
             out.append(Task(id=f"constraints-{split}-{len(out):04d}",
                             prompt=[{"role": "user", "content": text}],

@@ -36,6 +36,7 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,7 @@ from resd.train.build import (build_accelerator, build_context_engine, build_env
 from resd.train.checkpoint import find_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from resd.train.config import RESDConfig, config_from_dict
 from resd.train.evaluation import EVAL_KEYS, evaluate_at
+from resd.train.health import HealthMonitor
 from resd.train.ranks import Ranks
 from resd.train.rundir import RunDir
 from resd.train.update import PhaseTimes, distillation_items, policy_gradient_items
@@ -104,6 +106,10 @@ class RunState:
     data_order: list[str] = field(default_factory=list)
     """Task ids of the stream, to refuse resuming on different data."""
     finished: bool = False
+    health: dict[str, Any] = field(default_factory=dict)
+    """The health monitor's counters (resd.train.health)."""
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+    """Every health warning raised so far: {"step", "message"}."""
 
 
 class RESDTrainer:
@@ -154,6 +160,7 @@ class RESDTrainer:
         self.state = RunState(data_order=[t.id for t in self.stream])
         if self.resume_from is not None:
             self._restore()
+        self.health = HealthMonitor.from_state_dict(self.state.health)
         if cfg.report_to:
             flat = {k: v for k, v in cfg.to_dict().items() if isinstance(v, (int, float, str, bool))}
             self.acc.init_trackers(self.run.root.name, config=flat)
@@ -259,6 +266,14 @@ class RESDTrainer:
         """Count the update, move the stream position, log, evaluate and checkpoint as scheduled."""
         cfg, st = self.cfg, self.state
         self._count(record)
+        warnings = self.health.observe(record)
+        st.health = self.health.state_dict()
+        if warnings:
+            record["health/warnings"] = warnings
+            st.warnings += [{"step": st.step, "message": line} for line in warnings]
+            if self.main:
+                for line in warnings:
+                    tqdm.write(f"resd: warning: step {st.step}: {line}", file=sys.stderr)
         if position[0] != st.batch:
             st.batch_best_reward = None
         st.batch, st.iteration = position
@@ -386,7 +401,7 @@ class RESDTrainer:
                                           cfg.max_teacher_prompt_length)
             truncated += int(fit.get("teacher/truncated", 0))
             teacher_ids.append(ids)
-        items = distillation_items(samples, contexts, teacher_ids, weights)
+        items = distillation_items(samples, contexts, teacher_ids, weights, cfg.success_reward_threshold)
         lengths = [len(ids) for ids in teacher_ids if ids is not None]
         stats = {
             "distill_samples": len(items),
@@ -471,5 +486,6 @@ class RESDTrainer:
                     shutil.copytree(source, tmp, dirs_exist_ok=True)
             if not self.cfg.keep_eval_checkpoints:
                 shutil.rmtree(self.run.checkpoints / "eval", ignore_errors=True)
+        summary["health_warnings"] = self.state.warnings
         summary["wall_time_s"] = wall_time
         self.run.write_summary(summary)

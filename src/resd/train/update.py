@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import torch
 
-from resd.distill.losses import LossSettings, per_token_loss
+from resd.distill.losses import LossSettings, per_token_loss, sequence_logprobs
 from resd.distill.masks import error_suffix_mask
 from resd.train.packing import pack, response_logits
 from resd.train.ranks import Ranks
@@ -45,6 +45,8 @@ class UpdateItem:
     """Distillation: the teacher's prompt, followed by the same response tokens."""
     advantage: float = 0.0
     """Policy gradient: the sample's group-relative advantage A_i."""
+    succeeded: bool = False
+    """Whether the environment accepted the sample (signs the teacher advantage, see UpdateResult)."""
 
 
 @dataclass
@@ -56,10 +58,25 @@ class UpdateResult:
     updated: bool = False
     """False when nothing carried a learning signal and no optimiser step was taken."""
     grad_norm: float = 0.0
-    """Gradient norm before clipping (0 when clipping is off)."""
+    """Gradient norm before clipping."""
+    teacher_advantage: float | None = None
+    """Token mean of +-(log p_teacher - log p_student) of the sampled tokens, + on accepted samples,
+    - on rejected ones: > 0 when the teacher prefers what the environment accepted more than the
+    student does (the training-time counterpart of `resd probe`); None without a teacher."""
+    divergence: float | None = None
+    """Token mean of the unweighted teacher-student divergence the loss minimises (for the
+    sampled-token mode, the sampled estimate of KL(student || teacher)); None without a teacher."""
+    entropy: float | None = None
+    """Token mean of -log p_student of the sampled tokens: an estimate of the student's entropy on
+    its own samples (a collapse shows as this falling towards 0)."""
 
     def metrics(self) -> dict[str, Any]:
-        return {"loss": self.loss, "distill_tokens": self.distill_tokens, "grad_norm": self.grad_norm}
+        out: dict[str, Any] = {"loss": self.loss, "distill_tokens": self.distill_tokens, "grad_norm": self.grad_norm}
+        for name in ("teacher_advantage", "divergence", "entropy"):
+            value = getattr(self, name)
+            if value is not None:
+                out[f"health/{name}"] = value
+        return out
 
 
 @dataclass
@@ -71,7 +88,7 @@ class PhaseTimes:
 
 
 def distillation_items(samples: Sequence[Any], contexts: Sequence[Any], teacher_prompt_ids: Sequence[list[int] | None],
-                       weights: Sequence[float]) -> list[UpdateItem]:
+                       weights: Sequence[float], success_threshold: float) -> list[UpdateItem]:
     """One item per distilled sample with a response: its teacher prompt, weight, and the mask
     from its context's first distilled token on."""
     items = []
@@ -80,13 +97,15 @@ def distillation_items(samples: Sequence[Any], contexts: Sequence[Any], teacher_
             continue
         mask = [float(m) for m in error_suffix_mask(len(s.completion_ids), c.distill_from)]
         items.append(UpdateItem(s.prompt_ids, s.completion_ids, mask, weight=float(w),
-                                teacher_prompt_ids=list(teacher_ids)))
+                                teacher_prompt_ids=list(teacher_ids),
+                                succeeded=s.outcome.reward >= success_threshold))
     return items
 
 
 def policy_gradient_items(samples: Sequence[Any], advantages: Sequence[float]) -> list[UpdateItem]:
     """One item per sample with a response, carrying its advantage (GRPO)."""
-    return [UpdateItem(s.prompt_ids, s.completion_ids, [1.0] * len(s.completion_ids), advantage=float(a))
+    return [UpdateItem(s.prompt_ids, s.completion_ids, [1.0] * len(s.completion_ids), advantage=float(a),
+                       succeeded=a > 0)
             for s, a in zip(samples, advantages, strict=True) if s.completion_ids]
 
 
@@ -122,6 +141,7 @@ class PolicyUpdate:
         mine = self.ranks.share(items)
         n_micro = math.ceil(math.ceil(len(items) / world) / self.micro_batch_size)
         weighted_sum = torch.zeros((), dtype=torch.float64)
+        self._health = torch.zeros(4, dtype=torch.float64)  # tokens, advantage, divergence, -log p sums
         self.model.train()
         for m in range(n_micro):
             chunk = mine[m * self.micro_batch_size:(m + 1) * self.micro_batch_size]
@@ -139,15 +159,20 @@ class PolicyUpdate:
                 self.times.student_step += time.perf_counter() - t0
             weighted_sum += part.detach().double().cpu()
         t0 = time.perf_counter()
-        grad_norm = 0.0
-        if self.max_grad_norm is not None:
-            grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), self.max_grad_norm))
+        # The norm is measured either way (a health signal); with no limit the clip is a no-op.
+        limit = self.max_grad_norm if self.max_grad_norm is not None else float("inf")
+        grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), limit))
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.times.student_step += time.perf_counter() - t0
         total = sum(self.ranks.gather([float(weighted_sum)]))
-        return UpdateResult(loss=total / n_tokens, distill_tokens=n_tokens, updated=True, grad_norm=grad_norm)
+        tokens, advantage, divergence, nll = [sum(col) for col in zip(*self.ranks.gather([self._health.tolist()]))]
+        teacher = self.teacher is not None and tokens > 0
+        return UpdateResult(loss=total / n_tokens, distill_tokens=n_tokens, updated=True, grad_norm=grad_norm,
+                            teacher_advantage=advantage / tokens if teacher else None,
+                            divergence=divergence / tokens if teacher else None,
+                            entropy=nll / tokens if tokens > 0 else None)
 
     def _weighted_sum(self, chunk: list[UpdateItem], dummy: bool) -> torch.Tensor:
         """sum_i w_i sum_t m_it l_it over the chunk, with a graph."""
@@ -177,5 +202,21 @@ class PolicyUpdate:
         part = (per_token * weights[:, None]).sum()
         if dummy:
             part = part * 0.0
+        else:
+            self._observe(logits, teacher_logits, per_token, student_in.completion_ids, mask, chunk)
         self.times.student_step += time.perf_counter() - t0
         return part
+
+    @torch.no_grad()
+    def _observe(self, logits: torch.Tensor, teacher_logits: torch.Tensor | None, per_token: torch.Tensor,
+                 ids: torch.Tensor, mask: torch.Tensor, chunk: list[UpdateItem]) -> None:
+        """Add this chunk's token sums for the health signals (UpdateResult)."""
+        student_lp = sequence_logprobs(logits.detach(), ids)
+        health = [mask.sum(), 0.0, 0.0, (-student_lp * mask).sum()]
+        if teacher_logits is not None:
+            teacher_lp = sequence_logprobs(teacher_logits, ids)
+            sign = torch.tensor([1.0 if it.succeeded else -1.0 for it in chunk], device=mask.device)
+            health[1] = (sign[:, None] * (teacher_lp - student_lp) * mask).sum()
+            sampled = self.loss.mode == "sampled_token"
+            health[2] = ((student_lp - teacher_lp) * mask).sum() if sampled else (per_token.detach() * mask).sum()
+        self._health += torch.tensor([float(x) for x in health], dtype=torch.float64)

@@ -1,0 +1,79 @@
+"""Training-health warnings: say plainly when a run stopped learning, instead of letting the loss
+curve look normal (SDPO's users report runs whose gradient norm sat near 1e-5 for hundreds of steps,
+or that collapsed, with no warning).
+
+Each update's record (metrics.jsonl) is checked for four conditions; one that holds for `patience`
+consecutive updates produces one warning line, and another only after it has cleared:
+
+* no signal: no sample carried a learning signal (no distilled sample; for GRPO, every group had
+  one reward, so every advantage was 0);
+* vanishing gradient: the gradient norm fell under 1% of the run's first one (or under 1e-8);
+* entropy collapse: the student's entropy on its own samples fell under 10% of the first value;
+* teacher disagrees: the teacher did not prefer what the environment accepted (teacher advantage
+  <= 0, see `resd.train.update.UpdateResult`): distillation then pulls towards the failures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+MESSAGES = {
+    "no_signal": "no sample carried a learning signal for {n} updates (no success in any group, or no "
+                 "teacher that knew more than its student); the weights are not moving",
+    "vanishing_gradient": "the gradient norm is under 1% of the first update's for {n} updates "
+                          "({value:.2e}): the loss may look normal but nothing is learned",
+    "entropy_collapse": "the student's entropy on its own samples fell under 10% of its first value for "
+                        "{n} updates ({value:.3f} nats/token): the policy is collapsing",
+    "teacher_disagrees": "the teacher did not prefer accepted over rejected answers for {n} updates "
+                         "(teacher advantage {value:+.3f}): distillation pulls towards the failures; "
+                         "check the model with `resd probe`",
+}
+
+
+@dataclass
+class HealthMonitor:
+    """Consecutive-update counters of the four conditions; `state_dict` goes into checkpoints so a
+    resumed run warns exactly as an uninterrupted one."""
+
+    patience: int = 3
+    first: dict[str, float] = field(default_factory=dict)
+    streak: dict[str, int] = field(default_factory=dict)
+    warned: list[str] = field(default_factory=list)
+
+    def observe(self, record: dict[str, Any]) -> list[str]:
+        """Warning lines this update raises (usually none)."""
+        values = {"grad_norm": record.get("grad_norm"), "entropy": record.get("health/entropy")}
+        for key, value in values.items():
+            if isinstance(value, (int, float)) and value > 0 and key not in self.first:
+                self.first[key] = float(value)
+        signal = record.get("distill_tokens", 0) > 0 and record.get("distill_fraction", 0) > 0
+        grad, entropy = values["grad_norm"], values["entropy"]
+        advantage = record.get("health/teacher_advantage")
+        holds = {
+            "no_signal": (not signal, None),
+            "vanishing_gradient": (signal and isinstance(grad, (int, float)) and "grad_norm" in self.first
+                                   and grad < max(1e-8, 0.01 * self.first["grad_norm"]), grad),
+            "entropy_collapse": (isinstance(entropy, (int, float)) and "entropy" in self.first
+                                 and entropy < 0.1 * self.first["entropy"], entropy),
+            "teacher_disagrees": (signal and isinstance(advantage, (int, float)) and advantage <= 0, advantage),
+        }
+        lines = []
+        for name, (now, value) in holds.items():
+            if not now:
+                self.streak[name] = 0
+                if name in self.warned:
+                    self.warned.remove(name)
+                continue
+            self.streak[name] = self.streak.get(name, 0) + 1
+            if self.streak[name] >= self.patience and name not in self.warned:
+                self.warned.append(name)
+                lines.append(MESSAGES[name].format(n=self.streak[name], value=value if value is not None else 0.0))
+        return lines
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any] | None) -> "HealthMonitor":
+        return cls(**state) if state else cls()
