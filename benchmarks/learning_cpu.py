@@ -34,6 +34,8 @@ from pathlib import Path
 
 import yaml
 
+from resd.eval.metrics import mean_ci
+
 CPU_CONFIG = {
     "env": "constraints",
     "model": "smollm2-135m",
@@ -53,19 +55,6 @@ CPU_CONFIG = {
 }
 QUICK_CONFIG = {**CPU_CONFIG, "model": "tiny-random", "max_batches": 1, "eval_limit": 8, "max_completion_length": 24,
                 "context": {"reflection_max_new_tokens": 32, "curation_max_new_tokens": 32}}
-
-# Two-sided 95% Student-t quantiles by degrees of freedom (n - 1).
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
-
-
-def mean_ci(values: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95% confidence interval (0 with one value)."""
-    m = statistics.fmean(values)
-    if len(values) < 2:
-        return m, float("nan")
-    t = T95.get(len(values) - 1, 1.96)
-    return m, t * statistics.stdev(values) / math.sqrt(len(values))
-
 
 def gains(runs: list) -> dict[str, list[float]]:
     """Per seed: final and selected per-task mean@k minus the run's own step-0 mean@k."""

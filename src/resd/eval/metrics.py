@@ -140,3 +140,23 @@ def _as_float(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         raise ValueError(f"metric value {value!r} is not a number") from None
+
+
+# Two-sided 95% Student-t quantiles by degrees of freedom (n - 1); beyond 30 the normal 1.96.
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+       11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
+       20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048,
+       29: 2.045, 30: 2.042}
+
+
+def mean_ci(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95% confidence interval (Student t); NaN half-width with
+    fewer than two values, (NaN, NaN) with none."""
+    values = [float(v) for v in values]
+    if not values:
+        return math.nan, math.nan
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, math.nan
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return mean, T95.get(len(values) - 1, 1.96) * sd / math.sqrt(len(values))

@@ -6,7 +6,9 @@ get one piece without the loop.
 
 from __future__ import annotations
 
+import json
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,7 @@ import numpy as np
 import torch
 
 from resd.context import (ContextEngine, ContextPolicy, ContextUpdater, FirstErrorContext, PeerContext,
-                          PlaybookContext)
+                          PlaybookContext, TeacherSlots)
 from resd.context.reflect import is_degenerate
 from resd.distill.losses import LossSettings
 from resd.envs import Environment, Task
@@ -165,13 +167,14 @@ def build_policy(cfg: RESDConfig, accelerator: Any, *, model: Any = None, tokeni
                   optimizer=optimizer, scheduler=scheduler, pad_id=pad_id)
 
 
-def build_context_engine(cfg: RESDConfig, policy: Policy) -> ContextEngine | None:
+def build_context_engine(cfg: RESDConfig, policy: Policy, slots: TeacherSlots | None = None) -> ContextEngine | None:
     """The engine that builds each sample's teacher context (None for GRPO, which has no teacher).
-    Its model calls (reflect, curate, first error) use the student itself and stop decoding an
-    answer once it loops: the parsers would reject it anyway."""
+    `slots` overrides the config's (the outcome of `teacher_slots: auto`). Its model calls
+    (reflect, curate, first error) use the student itself and stop decoding an answer once it
+    loops: the parsers would reject it anyway."""
     if not cfg.distills:
         return None
-    slots = cfg.teacher_slots.restricted_to(cfg.template)
+    slots = (slots or cfg.teacher_slots).restricted_to(cfg.template)
     rules = ContextPolicy(slots=slots, success_threshold=cfg.success_reward_threshold,
                           use_peer_solution=cfg.use_peer_solution,
                           dont_reprompt_on_self_success=cfg.dont_reprompt_on_self_success,
@@ -200,3 +203,28 @@ def build_update(cfg: RESDConfig, policy: Policy, accelerator: Any, ranks: Ranks
                         optimizer=policy.optimizer, scheduler=policy.scheduler, accelerator=accelerator, ranks=ranks,
                         loss=loss, pad_id=policy.pad_id, micro_batch_size=cfg.micro_batch_size,
                         max_grad_norm=cfg.max_grad_norm, temperature=cfg.temperature)
+
+
+def automatic_slots(cfg: RESDConfig, policy: Policy, env: Environment, run: RunDir, ranks: Ranks) -> TeacherSlots:
+    """`teacher_slots: auto`: probe the initial model on the training split (never the test split)
+    and keep the slots whose teacher advantage is positive. The probe's numbers go to RUN/probe.json
+    and RUN/probe.png; a resumed run reads its choice back instead of probing again."""
+    from resd.train.probe import SLOTS, probe_settings, probe_teacher
+
+    keep = None
+    if ranks.main:
+        saved = run.root / "probe.json"
+        if saved.exists():
+            keep = list(json.loads(saved.read_text())["helpful_slots"])
+        else:
+            settings = probe_settings(cfg, tasks=cfg.probe_tasks, samples=cfg.probe_samples)
+            result = probe_teacher(policy.student, policy.tokenizer, env, settings, context=cfg.context,
+                                   model_name=cfg.model, progress=cfg.progress)
+            result.write(run.root)
+            keep = result.helpful_slots()
+            print(f"resd: probe: {result.verdict()}", file=sys.stderr)
+            print(f"resd: teacher_slots: auto -> {', '.join(keep) or 'none: no sample will be distilled'} "
+                  f"(details: {run.root / 'probe.json'})", file=sys.stderr)
+    keep = ranks.from_main(keep)
+    policy.model.train()
+    return TeacherSlots(**{s: s in keep for s in SLOTS})

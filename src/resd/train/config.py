@@ -146,10 +146,16 @@ class RESDConfig:
     """Teacher-prompt template name (resd, resd-manufactoria, resd-bouncingsim, resd-finer, sdpo, rosd) or a .txt path."""
     max_teacher_prompt_length: int = 4096
     """Teacher prompts longer than this are shortened (longest slot first, never the instruction)."""
-    teacher_slots: TeacherSlots = field(default_factory=TeacherSlots)
+    teacher_slots: TeacherSlots | Literal["auto"] = field(default_factory=TeacherSlots)
     """What the teacher may read besides the task: playbook, previous_trial, feedback, reflection,
     solution (each true/false; slots the template has no place for stay empty). The paper's
-    ablations (Table 3) switch one off, e.g. `teacher_slots: {reflection: false}`."""
+    ablations (Table 3) switch one off, e.g. `teacher_slots: {reflection: false}`. "auto": measure
+    first (`resd probe` on `probe_tasks` training tasks) and keep only the slots that make the
+    teacher prefer accepted answers; a sample left with no helpful slot is not distilled."""
+    probe_tasks: int = 16
+    """With `teacher_slots: auto`: training tasks the start-of-run probe measures."""
+    probe_samples: int = 8
+    """With `teacher_slots: auto`: answers sampled per probed task."""
     context_engine: str = "resd"
     """Who builds the teacher's context (resd.context.engine): "resd" reflects, curates a playbook
     and buffers solutions (paper §3.3); "rosd" quotes each failure's first error and distils from
@@ -239,6 +245,7 @@ def validate(cfg: RESDConfig) -> None:
         (cfg.ratio_max is None or cfg.ratio_max > 0, "ratio_max must be > 0 or null"),
         (0 <= cfg.teacher_update_rate <= 1, "teacher_update_rate (eta) must be in [0, 1]"),
         (cfg.eval_k >= 1, "eval_k must be >= 1"),
+        (cfg.probe_tasks >= 1 and cfg.probe_samples >= 1, "probe_tasks and probe_samples must be >= 1"),
         (cfg.eval_every is None or cfg.eval_every >= 1, "eval_every must be >= 1 or null"),
         (cfg.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
         (cfg.distillation_mode != "sampled_token" or cfg.distillation_alpha == 1.0,

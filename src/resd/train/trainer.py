@@ -53,8 +53,8 @@ from resd.eval.metrics import select_checkpoint
 from resd.eval.scoring import score_rollouts
 from resd.files import replace_dir_atomic
 from resd.generation import encode_prompts, sample
-from resd.train.build import (build_accelerator, build_context_engine, build_environment, build_policy,
-                              build_run_dir, build_stream, build_update, seed_everything)
+from resd.train.build import (automatic_slots, build_accelerator, build_context_engine, build_environment,
+                              build_policy, build_run_dir, build_stream, build_update, seed_everything)
 from resd.train.checkpoint import find_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from resd.train.config import RESDConfig, config_from_dict
 from resd.train.evaluation import EVAL_KEYS, evaluate_at
@@ -155,7 +155,9 @@ class RESDTrainer:
         self.env = self._env_in if self._env_in is not None else build_environment(cfg)
         self.stream, self.batches = build_stream(self.env, cfg)
         self.policy = build_policy(cfg, self.acc, model=self._model_in, tokenizer=self._tokenizer_in)
-        self.engine = build_context_engine(cfg, self.policy)
+        auto = cfg.distills and cfg.teacher_slots == "auto"
+        slots = automatic_slots(cfg, self.policy, self.env, self.run, self.ranks) if auto else None
+        self.engine = build_context_engine(cfg, self.policy, slots)
         self.update = build_update(cfg, self.policy, self.acc, self.ranks)
         self.state = RunState(data_order=[t.id for t in self.stream])
         if self.resume_from is not None:

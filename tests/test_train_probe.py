@@ -1,0 +1,108 @@
+"""`resd probe`: the teacher-advantage probe scores answers exactly, measures every slot alone and
+cumulatively, and `teacher_slots: auto` keeps only the slots it found helpful."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from resd.distill import sequence_logprobs
+from resd.models import tiny_model
+from resd.train.packing import pack, response_logits
+from resd.train.probe import (SLOTS, ProbeResult, ProbeSettings, TaskEvidence, answer_logprobs, choose_slots,
+                              probe_teacher)
+
+
+def test_answer_logprobs_with_a_shared_prompt_equal_full_forwards():
+    model, tok = tiny_model(seed=3)
+    prompt = tok("<|im_start|>user\nname a fruit<|im_end|>\n<|im_start|>assistant\n")["input_ids"]
+    answers = [[45, 67, 89, 2], [100, 3], [7]]
+    got = answer_logprobs(model, prompt, answers, temperature=0.7)
+    for answer, value in zip(answers, got):
+        packed = pack([prompt], [answer], tok.pad_token_id)
+        with torch.no_grad():
+            expected = sequence_logprobs(response_logits(model, packed, 0.7), packed.completion_ids).sum()
+        assert value == pytest.approx(float(expected), abs=1e-4)
+
+
+def _evidence(task, good, failed, **advantage):
+    return TaskEvidence(task, "reference", good, failed, shown={s: True for s in SLOTS}, advantage=advantage)
+
+
+def test_margins_verdict_and_auto_choice_from_evidence():
+    rows = [_evidence(f"t{i}", 4, 2, **{"alone:feedback": (-0.4, 0.2), "alone:solution": (2.0 + i, -0.2),
+                                        "alone:previous_trial": (0.1, 0.9), "cumulative:feedback": (-0.4, 0.2),
+                                        "cumulative:solution": (1.0, 0.0)}) for i in range(3)]
+    result = ProbeResult(env="e", model="m", settings=ProbeSettings(), evidence=rows, skipped={},
+                         template_slots=list(SLOTS))
+    margins = result.margins()
+    # feedback: good -0.4/4 tokens, failed +0.2/2 tokens -> margin -0.1 - 0.1 = -0.2 per token
+    assert margins["feedback"]["mean"] == pytest.approx(-0.2) and margins["feedback"]["n"] == 3
+    assert margins["solution"]["mean"] == pytest.approx((2.0 + 1.0) / 4 + 0.1)
+    assert margins["reflection"]["n"] == 0
+    assert result.helpful_slots() == ["solution"]
+    slots = choose_slots(result)
+    assert slots.solution and not (slots.feedback or slots.previous_trial or slots.reflection or slots.playbook)
+    verdict = result.verdict()
+    assert "helps: solution +0.85" in verdict and "feedback -0.20" in verdict and "previous_trial -0.42" in verdict
+    assert "no evidence" in verdict and "reflection" in verdict
+
+
+@pytest.mark.slow
+def test_probe_command_writes_json_chart_and_verdict(tmp_path, capsys):
+    from resd.cli import main
+
+    out = tmp_path / "probe"
+    assert main(["probe", "--env", "constraints", "--model", "tiny-random", "--tasks", "3", "--samples", "3",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    data = json.loads((out / "probe.json").read_text())
+    # A task whose samples all pass has no failure to probe (random text obeys "no commas").
+    n = data["probed_tasks"]
+    assert n >= 1 and n + data["skipped"]["no_failure"] == 3 and data["skipped"]["no_good_answer"] == 0
+    assert printed.startswith(f"teacher vs student on {n} task") and "probe.json" in printed
+    assert data["template_slots"] == list(SLOTS)
+    # the constraints env has a reference solution: every failure is compared with it
+    assert all(t["good_source"] == "reference" for t in data["tasks"])
+    assert data["variants"]["alone:feedback"]["margin_per_token"]["n"] == n
+    assert (out / "probe.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_probe_without_any_failure_reports_it(tmp_path):
+    import resd.envs as envs
+    from toyenv import LetterEnv
+
+    class Always(LetterEnv):
+        def score(self, task, completion):
+            from resd.envs import Outcome
+
+            return Outcome(reward=1.0, acc=1.0, feedback="", passed=[True])
+
+    model, tok = tiny_model()
+    result = probe_teacher(model, tok, Always(), ProbeSettings(tasks=2, samples=2, max_new_tokens=4), progress=False)
+    assert result.evidence == [] and result.skipped["no_failure"] == 2
+    assert "on 0 tasks" in result.verdict()
+
+
+def test_auto_slots_probe_the_training_split_and_are_read_back_on_resume(tmp_path, capsys):
+    from resd.train import RESDTrainer, load_config
+
+    cfg = load_config(method="resd", env="letters", model="tiny-random", teacher_slots="auto", probe_tasks=3,
+                      probe_samples=3, batch_size=2, max_batches=1, inner_updates=1, max_completion_length=6,
+                      do_eval=False, progress=False, output_dir=str(tmp_path / "run"),
+                      context={"reflection_max_new_tokens": 6, "curation_max_new_tokens": 6})
+    model, tok = tiny_model(seed=1)
+    run = RESDTrainer(cfg, model=model, tokenizer=tok).train()
+    probe = json.loads((run / "probe.json").read_text())
+    assert probe["probed_tasks"] >= 1 and all(t["task_id"].startswith("train-") for t in probe["tasks"])
+    assert (run / "probe.png").exists()
+    err = capsys.readouterr().err
+    assert "resd: probe: teacher vs student" in err and "teacher_slots: auto ->" in err
+    # the engine reads exactly the slots the probe found helpful
+    trainer = RESDTrainer.from_run_dir(run)
+    trainer.setup()
+    assert trainer.engine.policy.slots.on() == [s for s in ("playbook", "previous_trial", "feedback", "reflection",
+                                                            "solution") if s in probe["helpful_slots"]]
+    assert "resd: probe:" not in capsys.readouterr().err  # read back, not probed again
