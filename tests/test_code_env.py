@@ -104,10 +104,20 @@ def test_extract_code_prefers_last_python_block_and_skips_thinking():
 
 def test_output_comparison_rules():
     assert stdout_matches("1 2 \n3\n\n", "1 2\n3")
-    assert stdout_matches("0.3333333", "0.33333333")
     assert not stdout_matches("1 2", "1\n2")
     assert not stdout_matches("YES", "yes")
-    assert values_match([0.1 + 0.2, [1]], [0.3, [1]])
+    # decimals: exact unless the problem states a tolerance
+    assert not stdout_matches("0.3333333", "0.33333333")
+    assert stdout_matches("0.3333333", "0.33333333", tolerance=1e-6)
+    assert not stdout_matches("0.33", "0.33333333", tolerance=1e-6)
+    # integers: always exact, whatever the tolerance (near 10^9 a relative 1e-6 would accept +-1000)
+    assert not stdout_matches("1000000999", "1000000000", tolerance=1e-6)
+    assert not stdout_matches("832040.0000000002", "832040", tolerance=1e-6)  # a float Binet Fibonacci
+    assert not stdout_matches("9" * 5000, "9" * 4999 + "8", tolerance=1e-6)  # huge numbers: text, no crash
+    assert values_match([0.1 + 0.2, [1]], [0.3, [1]], tolerance=1e-6)
+    assert not values_match([0.1 + 0.2, [1]], [0.3, [1]])
+    assert not values_match(1000000999, 1000000000, tolerance=1e-6) and values_match(3, 3.0)
+    assert not values_match(832040.0000000002, 832040, tolerance=None)
     assert not values_match(True, 1) and not values_match([1, 2], [2, 1])
 
 

@@ -6,7 +6,8 @@ import pytest
 
 from resd.envs import get
 from resd.envs.base import Task
-from resd.envs.constraints import RULES, ConstraintsEnv, check_all, count_sentences, strip_thinking
+from resd.envs.constraints import RULES, ConstraintsEnv, check_all, count_sentences
+from resd.envs.text import strip_reasoning as strip_thinking
 from resd.errors import UserError
 
 

@@ -19,7 +19,6 @@ from resd.context.reflect import (
     parse_success_tags,
     select_new_entries,
     shorten_middle,
-    strip_thinking,
 )
 from resd.errors import UserError
 
@@ -32,12 +31,15 @@ def book() -> Playbook:
     return b
 
 
-def test_strip_thinking_variants():
-    assert strip_thinking("<think>long musing</think>\nANSWER") == "ANSWER"
-    assert strip_thinking("musing opened by the template</think>ANSWER") == "ANSWER"
-    assert strip_thinking("ANSWER <think>cut off mid-thought") == "ANSWER"
-    assert strip_thinking("<THINK>a</THINK>b<think>c</think>d") == "bd"
-    assert strip_thinking("plain") == "plain"
+def test_strip_reasoning_variants():
+    from resd.envs.text import strip_reasoning
+
+    assert strip_reasoning("<think>long musing</think>\nANSWER") == "ANSWER"
+    assert strip_reasoning("musing opened by the template</think>ANSWER") == "ANSWER"
+    assert strip_reasoning("ANSWER <think>cut off mid-thought") == "ANSWER"
+    assert strip_reasoning("<THINK>a</THINK>b") == "b"
+    assert strip_reasoning("<think>a</think>print('</think>')") == "print('</think>')"  # only the first closes
+    assert strip_reasoning("plain") == "plain"
 
 
 def test_shorten_middle_keeps_both_ends_and_budget():

@@ -1,23 +1,42 @@
-"""The sandbox: normal programs work; each attack is really tried, contained and reported."""
+"""The sandbox: normal programs work, and every attack class is really tried and contained.
+
+The operating-system layer (bubblewrap + seccomp) is tested with the audit hook switched off by
+the program itself (the two-line bypass), so what holds is the kernel's boundary alone; the hook is
+tested on its own in unsafe-local mode. Side effects are checked on the host: a root-only canary,
+files outside the working directory, a host process that must survive, a loopback listener that
+must receive nothing, and no process left behind.
+"""
 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import textwrap
+import threading
+import time
+import uuid
+from pathlib import Path
 
 import pytest
 
 from resd.envs import sandbox
-from resd.envs.sandbox import Isolation, SandboxJob, SandboxPool, run_python
+from resd.envs.sandbox import SandboxJob, SandboxPool, run_python
+
+BYPASS = "import __main__\n__main__._hook.__code__ = (lambda *a, **k: None).__code__\n"
+"""Switches the audit hook off (PEP 578 hooks are not a security boundary): what follows meets
+only the operating system's isolation."""
 
 
-@pytest.fixture(params=["os_layers", "hook_only"])
+@pytest.fixture(params=["bwrap", "unsafe-local"])
 def mode(request, monkeypatch):
-    """Run each red-team test with every layer this machine has, then with the audit hook alone
-    (what a non-root user gets), so both lines of defence are tested on their own."""
-    if request.param == "hook_only":
-        monkeypatch.setattr(sandbox, "isolation", lambda: Isolation(separate_user=False, no_network=False))
+    monkeypatch.setenv("RESD_SANDBOX", request.param)
     return request.param
+
+
+def bwrap(code: str, **kwargs) -> sandbox.SandboxResult:
+    """Run with the OS layer only (hook disabled first)."""
+    return run_python(BYPASS + code, mode="bwrap", **kwargs)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -25,7 +44,6 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    # A zombie is dead for our purposes (it holds no CPU, memory or files).
     try:
         with open(f"/proc/{pid}/status") as f:
             return "\nState:\tZ" not in f.read()
@@ -33,15 +51,34 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
+def _processes_mentioning(token: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if token.encode() in (entry / "cmdline").read_bytes() and _pid_alive(int(entry.name)):
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def test_bwrap_is_available_here():
+    """CI installs bubblewrap (.ci/run): the default mode must work, with every OS layer."""
+    layers = sandbox.isolation("bwrap")
+    assert layers.available, layers.reason
+    assert layers.os_isolation and layers.separate_user and layers.no_network
+
+
 # --- normal programs ---------------------------------------------------------------------------
 
-def test_stdin_stdout_and_exit_code():
+def test_stdin_stdout_and_exit_code(mode):
     r = run_python("import sys\nname = input()\nprint('hi', name)\nsys.exit(3)", stdin="ada\n")
     assert r.stdout == "hi ada\n"
     assert r.exit_code == 3 and r.limit is None and not r.ok
 
 
-def test_runtime_error_reports_guest_traceback_only():
+def test_runtime_error_reports_guest_traceback_only(mode):
     r = run_python("def f():\n    return 1 / 0\nf()\n")
     assert r.exit_code == 1 and r.limit is None
     assert "ZeroDivisionError" in r.stderr
@@ -49,23 +86,45 @@ def test_runtime_error_reports_guest_traceback_only():
     assert "_sandbox_boot" not in r.stderr and "exec(code" not in r.stderr
 
 
-def test_extra_files_are_importable_and_working_dir_is_writable():
+def test_extra_files_are_importable_and_working_dir_is_writable(mode):
     code = "import helper\nopen('out.txt', 'w').write('x' * 3)\nprint(helper.double(21), open('out.txt').read())"
-    r = run_python(code, files={"helper.py": "def double(x):\n    return 2 * x\n"})
+    r = run_python(code, files={"helper.py": "def double(x):\n    return 2 * x\n", "pkg/data.txt": "d"})
     assert r.ok, r.stderr
     assert r.stdout.split() == ["42", "xxx"]
 
 
-def test_standard_library_is_available():
-    code = "import json, math, re, collections, heapq, itertools, fractions, tempfile\nprint(json.dumps([math.isqrt(17)]))"
+def test_standard_library_is_available(mode):
+    code = "import json, math, re, collections, heapq, itertools, fractions, tempfile, decimal\n" \
+           "print(json.dumps([math.isqrt(17)]))"
     r = run_python(code)
     assert r.ok, r.stderr
     assert r.stdout.strip() == "[4]"
 
 
+def test_threads_work_including_the_stack_size_idiom(mode):
+    code = textwrap.dedent("""
+        import sys, threading
+        sys.setrecursionlimit(10 ** 6)
+        threading.stack_size(64 * 1024 * 1024)
+        out = []
+        def depth(n):
+            return 0 if n == 0 else 1 + depth(n - 1)
+        workers = [threading.Thread(target=lambda: out.append(depth(20000))) for _ in range(4)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        print(out)
+    """)
+    r = run_python(code, memory_mb=1024, wall_time=20)
+    assert r.ok, r.stderr
+    assert r.stdout.strip() == "[20000, 20000, 20000, 20000]"
+
+
 def test_file_names_must_stay_inside_working_dir():
-    with pytest.raises(ValueError, match="relative path"):
-        run_python("pass", files={"../escape.py": "x"})
+    for bad in ("../escape.py", "/etc/x.py", "main.py"):
+        with pytest.raises(ValueError, match="relative path"):
+            run_python("pass", files={bad: "x"})
 
 
 def test_pool_runs_jobs_in_order():
@@ -75,7 +134,25 @@ def test_pool_runs_jobs_in_order():
     assert [r.stdout.strip() for r in results] == [str(i * i) for i in range(6)]
 
 
-# --- red team ----------------------------------------------------------------------------------
+def test_missing_isolation_is_one_clear_line(monkeypatch):
+    from resd.errors import UserError
+
+    sandbox.isolation.cache_clear()
+    monkeypatch.setenv("PATH", "/nonexistent")  # no bwrap on the PATH
+    try:
+        with pytest.raises(UserError) as err:
+            sandbox.require("bwrap")
+        message = str(err.value)
+        assert "\n" not in message and "apt-get install bubblewrap" in message and "unsafe-local" in message
+        from resd.envs import get
+
+        with pytest.raises(UserError, match="bubblewrap"):
+            get("code")
+    finally:
+        sandbox.isolation.cache_clear()
+
+
+# --- limits (both modes) -----------------------------------------------------------------------
 
 def test_infinite_loop_hits_cpu_limit(mode):
     r = run_python("while True:\n    pass", wall_time=8, cpu_time=1)
@@ -83,83 +160,17 @@ def test_infinite_loop_hits_cpu_limit(mode):
 
 
 def test_sleeping_program_hits_wall_clock_and_leaves_no_process(mode):
-    r = run_python("import os, sys, time\nprint(os.getpid(), flush=True)\ntime.sleep(60)", wall_time=1)
-    assert r.limit == "wall_time"
-    assert r.duration < 5
-    assert not _pid_alive(int(r.stdout.split()[0]))
-
-
-def test_fork_bomb_is_stopped(mode):
-    if mode == "os_layers":
-        code = "import os\nwhile True:\n    os.fork()"
-    else:  # with only the hook as root, a failure must not hurt the machine: bounded attempt
-        code = "import os\nfor _ in range(5):\n    if os.fork() == 0:\n        os._exit(0)"
-    r = run_python(code, wall_time=5)
-    assert r.limit == "forbidden"
-    assert "os.fork" in r.stderr
-
-
-@pytest.mark.parametrize("code", [
-    "import os\nos.system('touch /tmp/resd-redteam-system')",
-    "import subprocess\nsubprocess.run(['touch', '/tmp/resd-redteam-system'])",
-    "import os\nos.execv('/bin/touch', ['touch', '/tmp/resd-redteam-system'])",
-    "import os\nos.posix_spawn('/bin/touch', ['touch', '/tmp/resd-redteam-system'], {})",
-    "import ctypes\nctypes.CDLL(None).system(b'touch /tmp/resd-redteam-system')",
-])
-def test_starting_processes_is_forbidden(mode, code):
-    r = run_python(code)
-    assert r.limit == "forbidden", r
-    assert not os.path.exists("/tmp/resd-redteam-system")
+    token = f"resd_token_{uuid.uuid4().hex}.txt"
+    r = run_python("import time\ntime.sleep(60)", wall_time=1, files={token: "x"})
+    assert r.limit == "wall_time" and r.duration < 5
+    time.sleep(0.2)
+    assert _processes_mentioning(token) == []
 
 
 def test_memory_bomb_hits_memory_limit(mode):
     r = run_python("blocks = []\nwhile True:\n    blocks.append(bytearray(50 * 1024 * 1024))", memory_mb=256)
     assert r.limit == "memory"
     assert "MemoryError" in r.stderr
-
-
-def test_writing_and_deleting_outside_working_dir_is_forbidden(mode, tmp_path):
-    victim = tmp_path / "victim.txt"
-    victim.write_text("keep me")
-    attacks = [
-        f"open({str(victim)!r}, 'w').write('owned')",
-        f"open({str(victim)!r}, 'a').write('owned')",
-        f"import os\nos.remove({str(victim)!r})",
-        f"import os\nos.rename({str(victim)!r}, 'stolen.txt')",
-        f"import shutil\nshutil.rmtree({str(tmp_path)!r})",
-        f"import os\nfd = os.open({str(tmp_path / 'new.txt')!r}, os.O_WRONLY | os.O_CREAT)",
-        f"import os\nos.symlink({str(victim)!r}, 'link')\nopen('link', 'w').write('owned')",
-        "open('../escaped.txt', 'w').write('owned')",
-    ]
-    for code in attacks:
-        r = run_python(code)
-        assert r.limit == "forbidden", (code, r)
-    assert victim.read_text() == "keep me"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["victim.txt"]
-
-
-def test_reading_host_files_and_environment_is_blocked(mode, monkeypatch, tmp_path):
-    monkeypatch.setenv("RESD_TEST_SECRET", "s3cr3t-token")
-    secret = tmp_path / "secret.txt"
-    secret.write_text("s3cr3t-file")
-    r = run_python("import os\nprint(sorted(os.environ))\nprint(os.environ['HOME'] == os.getcwd())")
-    assert r.ok and "s3cr3t-token" not in r.stdout
-    assert r.stdout.split("\n")[:2] == ["['HOME', 'LANG', 'PATH', 'TMPDIR']", "True"]
-    r = run_python(f"print(open({str(secret)!r}).read())")
-    assert r.limit == "forbidden" and "s3cr3t-file" not in r.stdout
-    r = run_python("print(open('/proc/1/environ', 'rb').read())")
-    assert r.limit == "forbidden"
-
-
-def test_sockets_are_forbidden(mode):
-    r = run_python("import socket\ns = socket.create_connection(('127.0.0.1', 22), timeout=1)")
-    assert r.limit == "forbidden"
-    assert "socket" in r.stderr
-
-
-def test_signals_and_limit_changes_are_forbidden(mode):
-    assert run_python("import os\nos.kill(1, 9)").limit == "forbidden"
-    assert run_python("import resource\nresource.setrlimit(resource.RLIMIT_CPU, (999, 999))").limit == "forbidden"
 
 
 def test_deep_recursion_is_contained(mode):
@@ -176,8 +187,6 @@ def test_gigabytes_of_output_are_cut(mode):
     r = run_python(code, max_output_bytes=200_000, wall_time=10)
     assert r.limit == "output"
     assert len(r.stdout) == 200_000
-    r = run_python("import sys\nwhile True:\n    sys.stderr.write('e' * 100000)", max_output_bytes=50_000)
-    assert r.limit == "output" and len(r.stderr) == 50_000
 
 
 def test_huge_file_in_working_dir_hits_file_size_limit(mode):
@@ -186,16 +195,139 @@ def test_huge_file_in_working_dir_hits_file_size_limit(mode):
     assert r.limit == "output"
 
 
-def test_hook_cannot_be_disabled_by_patching_modules(mode, tmp_path):
-    victim = tmp_path / "v.txt"
-    victim.write_text("keep")
-    code = textwrap.dedent(f"""
-        import os, posixpath, builtins
-        os.getcwd = lambda: {str(tmp_path)!r}
-        posixpath.normpath = lambda p: {str(tmp_path)!r}
-        builtins.isinstance = lambda *a: False
-        open({str(victim)!r}, 'w').write('owned')
+# --- the audit hook alone (unsafe-local): the second layer still stops the obvious attempts -------
+
+@pytest.mark.parametrize("code", [
+    "import os\nos.system('touch /tmp/resd-redteam-system')",
+    "import subprocess\nsubprocess.run(['touch', '/tmp/resd-redteam-system'])",
+    "import os\nos.execv('/bin/touch', ['touch', '/tmp/resd-redteam-system'])",
+    "import ctypes\nctypes.CDLL(None).system(b'touch /tmp/resd-redteam-system')",
+    "import socket\nsocket.create_connection(('127.0.0.1', 22), timeout=1)",
+    "import os\nos.kill(1, 9)",
+    "import resource\nresource.setrlimit(resource.RLIMIT_CPU, (999, 999))",
+])
+def test_hook_layer_forbids_processes_sockets_signals_and_limits(code):
+    r = run_python(code, mode="unsafe-local")
+    assert r.limit == "forbidden", r
+    assert not os.path.exists("/tmp/resd-redteam-system")
+
+
+# --- the operating-system layer, with the hook switched off --------------------------------------
+
+def test_the_hook_bypass_really_switches_the_hook_off():
+    """Control: the same two lines defeat the hook when it is the only layer."""
+    r = run_python(BYPASS + "import os\nprint(len(os.listdir('/')) > 3)", mode="unsafe-local")
+    assert r.ok and r.stdout.strip() == "True"
+
+
+def test_no_root_no_capabilities_own_pid_namespace():
+    r = bwrap("import os\nst = open('/proc/self/status').read()\n"
+              "print(os.getuid(), st.split('CapEff:')[1].split()[0], sorted(p for p in os.listdir('/proc') if p.isdigit()))")
+    uid, caps, pids = r.stdout.split(maxsplit=2)
+    assert r.ok and uid != "0" and int(caps, 16) == 0
+    assert pids.strip() == "['1', '2']"  # bubblewrap's init and the program: no host process visible
+
+
+def test_host_files_are_not_there(tmp_path):
+    canary = tmp_path / "canary.txt"
+    canary.write_text("s3cr3t")
+    canary.chmod(0o600)
+    import resd.envs.code_problems as answer_key
+
+    for path in (canary, Path(answer_key.__file__), Path("/etc/passwd"), Path.home()):
+        r = bwrap(f"print(open({str(path)!r}).read()[:20])")
+        assert not r.ok and "s3cr3t" not in r.stdout and ("FileNotFoundError" in r.stderr
+                                                           or "IsADirectoryError" in r.stderr)
+    r = bwrap("import os\nprint(sorted(os.listdir('/')))")
+    assert r.ok and r.stdout.strip() == "['dev', 'lib', 'lib64', 'proc', 'usr', 'work']"
+    for module in ("resd", "pymunk", "torch"):
+        assert "ModuleNotFoundError" in bwrap(f"import {module}").stderr
+
+
+def test_writes_outside_the_working_dir_fail_and_disk_is_bounded(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    for code in (f"open({str(victim)!r}, 'w').write('owned')", "open('/dev/shm/x', 'w').write('x')",
+                 "open('/tmp/x', 'w').write('x')", "open('/usr/lib/x', 'w').write('x')",
+                 "import os\nos.remove('/usr/lib/os-release')"):
+        assert not bwrap(code).ok, code
+    assert victim.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["victim.txt"]
+    fill = "f = open('big', 'wb')\nfor _ in range(100):\n    f.write(b'0' * (1 << 20))"
+    r = bwrap(fill, max_disk_bytes=8_000_000, max_file_bytes=500_000_000)
+    assert r.limit == "output" and "No space left" in r.stderr
+
+
+def test_no_new_programs_or_processes_even_without_the_hook(tmp_path):
+    marker = tmp_path / "spawned"
+    for code in ("import os\nos.fork()", "import os\nos.execv('/usr/bin/python3', ['x'])",
+                 "import subprocess\nsubprocess.run(['/usr/bin/python3', '-c', '1'])",
+                 "import _posixsubprocess\nprint('imported')\nimport os\nos.posix_spawn('/bin/sh', ['sh'], {})"):
+        r = bwrap(code)
+        assert not r.ok and ("PermissionError" in r.stderr or "FileNotFoundError" in r.stderr), (code, r)
+    assert not marker.exists()
+
+
+def test_host_processes_cannot_be_signalled_and_survive():
+    victim = subprocess.Popen(["sleep", "60"])
+    try:
+        r = bwrap("import os, signal\npid = int(input())\nos.kill(pid, signal.SIGKILL)", stdin=f"{victim.pid}\n")
+        assert not r.ok and "ProcessLookupError" in r.stderr
+        assert victim.poll() is None
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+def test_a_loopback_listener_receives_nothing():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(3)
+    received = []
+
+    def accept():
+        try:
+            conn, _ = server.accept()
+            received.append(conn.recv(100))
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    port = server.getsockname()[1]
+    r = bwrap(f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=2)\ns.sendall(b'leak')")
+    thread.join()
+    server.close()
+    assert not r.ok and received == []
+
+
+def test_sub_interpreters_dir_fd_and_finalisers_meet_the_same_walls(tmp_path):
+    canary = tmp_path / "canary.txt"
+    canary.write_text("s3cr3t")
+    out = tmp_path / "late.txt"
+    attacks = [
+        f"import _xxsubinterpreters as s\ni = s.create()\ns.run_string(i, 'print(open({str(canary)!r}).read())')",
+        f"import os\nfd = os.open('/', os.O_RDONLY)\nprint(os.open({str(canary)[1:]!r}, os.O_RDONLY, dir_fd=fd))",
+        f"import atexit\natexit.register(lambda: open({str(out)!r}, 'w').write('x'))",
+        f"class Late:\n    def __del__(self):\n        open({str(out)!r}, 'w').write('x')\nkeep = Late()",
+    ]
+    for code in attacks:
+        r = bwrap(code)
+        assert "s3cr3t" not in r.stdout, code
+    assert not out.exists()
+
+
+def test_a_thread_bomb_is_capped():
+    code = textwrap.dedent("""
+        import threading, time
+        started = 0
+        try:
+            for _ in range(200):
+                threading.Thread(target=time.sleep, args=(5,), daemon=True).start()
+                started += 1
+        except RuntimeError:
+            pass
+        print(started)
     """)
-    r = run_python(code)
-    assert r.limit == "forbidden"
-    assert victim.read_text() == "keep"
+    r = bwrap(code, threads=8, wall_time=10)
+    assert r.ok and int(r.stdout) <= 8

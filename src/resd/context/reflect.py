@@ -29,6 +29,7 @@ from typing import Any, Iterable
 
 from resd.context.playbook import DEFAULT_SECTION, Playbook, normalize_section, one_line
 from resd.context.prompt_files import fill, load_parts
+from resd.envs.text import strip_reasoning
 
 Messages = list[dict[str, str]]
 
@@ -42,31 +43,6 @@ DUPLICATE_THRESHOLD = 0.9
 # ---------------------------------------------------------------------------------------------
 # Text helpers
 # ---------------------------------------------------------------------------------------------
-_THINK_TAG = re.compile(r"</?think>", re.IGNORECASE)
-
-
-def strip_thinking(text: str) -> str:
-    """Remove <think>…</think> blocks, and everything before a lone </think> (what a chat
-    template that opens the block in the prompt leaves behind). An unterminated <think> block is
-    cut off too: the response then has no final answer, which is itself the finding.
-    One linear pass over the tags, whatever the text holds."""
-    kept: list[str] = []
-    pos, inside = 0, False
-    for tag in _THINK_TAG.finditer(text):
-        opening = tag.group().lower() == "<think>"
-        if inside:
-            if not opening:
-                inside, pos = False, tag.end()
-        elif opening:
-            kept.append(text[pos : tag.start()])
-            inside = True
-        else:  # a closing tag with no opening one: all before it was thinking
-            kept, pos = [], tag.end()
-    if not inside:
-        kept.append(text[pos:])
-    return "".join(kept).strip()
-
-
 def shorten_middle(text: str, max_chars: int) -> str:
     """Keep the head and tail of `text` within `max_chars`, saying how much was cut."""
     if max_chars <= 0:
@@ -235,7 +211,7 @@ def parse_reflection(text: str, known_ids: Iterable[str], *, max_chars: int = 15
     copies it is malformed, not a diagnosis."""
     if not isinstance(text, str):
         return Reflection()
-    text = strip_thinking(text)
+    text = strip_reasoning(text)
     known = set(known_ids)
     tags, unknown = parse_tags(text, known)
     diagnosis, structured = "", False
@@ -274,7 +250,7 @@ def parse_success_tags(text: str, known_ids: Iterable[str]) -> tuple[dict[str, s
     """(tags, ok) for a success-reflector answer: ok when it tagged something or said NONE."""
     if not isinstance(text, str):
         return {}, False
-    text = strip_thinking(text)
+    text = strip_reasoning(text)
     tags, _unknown = parse_tags(text, known_ids)
     return tags, bool(tags) or bool(_NONE.search(text))
 
@@ -306,7 +282,7 @@ def parse_curation(text: str, *, sections: tuple[str, ...] = DEFAULT_SECTIONS) -
     """Read a curator answer. Never raises; `ok=False` when it has neither ADD lines nor NONE."""
     if not isinstance(text, str):
         return Curation()
-    text = strip_thinking(text)
+    text = strip_reasoning(text)
     ops: list[AddOperation] = []
     for line in text.splitlines():
         m = _ADD_LINE.match(line)
@@ -391,7 +367,7 @@ def build_reflector_messages(
     max_feedback_chars: int = 2000,
 ) -> Messages:
     """Chat messages asking the student to diagnose one failed attempt (thinking stripped)."""
-    answer = strip_thinking(response) or "(the attempt has no final answer after its reasoning)"
+    answer = strip_reasoning(response) or "(the attempt has no final answer after its reasoning)"
     return _messages(template, {
         "prompt": shorten_middle(prompt, max_prompt_chars),
         "response": shorten_middle(answer, max_response_chars),
@@ -412,7 +388,7 @@ def build_success_reflector_messages(
     """Chat messages asking the student which entries a successful attempt followed."""
     return _messages(template, {
         "prompt": shorten_middle(prompt, max_prompt_chars),
-        "response": shorten_middle(strip_thinking(response), max_response_chars),
+        "response": shorten_middle(strip_reasoning(response), max_response_chars),
         "playbook": playbook_for_prompt(playbook),
     })
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Sequence
 
 from resd.context.prompt_files import fill, fill_dropping_empty, load_parts, placeholders
-from resd.context.reflect import shorten_middle, strip_thinking
+from resd.context.reflect import shorten_middle
+from resd.envs.text import strip_reasoning
 from resd.errors import UserError
 
 if TYPE_CHECKING:
@@ -122,10 +123,10 @@ def build_teacher_messages(
         raise UserError("the task has no user message to build a teacher prompt from")
     raw = {
         "playbook": playbook,
-        "previous_trial": strip_thinking(previous_trial) if previous_trial else previous_trial,
+        "previous_trial": strip_reasoning(previous_trial) if previous_trial else previous_trial,
         "feedback": feedback,
         "reflection": reflection,
-        "solution": strip_thinking(solution) if solution else solution,
+        "solution": strip_reasoning(solution) if solution else solution,
     }
     values = {slot: (text or "").strip() if getattr(slots, slot) and tpl.uses(slot) else ""
               for slot, text in raw.items()}

@@ -4,17 +4,16 @@ The host (`resd.envs.sandbox`) passes this file's text to `python -I -S -B -c` w
 argument, so this is a standalone script: it must import nothing from resd and nothing outside
 the standard library. It
 
-1. lowers resource limits (CPU seconds, address space, file size, open files, processes, core
-   dumps); an unprivileged child cannot raise them again,
-2. installs an audit hook (PEP 578; audit hooks cannot be removed from Python code) that kills
-   the process with exit status VIOLATION_EXIT as soon as the program tries to start a process,
-   open a socket, load native code, change limits, write outside its working directory or read
-   outside the standard library and its working directory,
-3. runs `main.py` from the working directory as `__main__` and prints tracebacks without the
+1. lowers resource limits (CPU seconds, address space, file size, open files, processes and
+   threads when the host asks, core dumps); an unprivileged child cannot raise them again,
+2. installs the host's seccomp filter (bwrap mode; the BPF program arrives on a file descriptor):
+   from here on the kernel refuses new programs and new processes (threads still work),
+3. installs an audit hook (PEP 578) that kills the process with exit status VIOLATION_EXIT as
+   soon as the program tries to start a process, open a socket, load native code, change limits,
+   write outside its working directory or read outside the standard library and its working
+   directory. It is a second layer only: the operating system is the boundary (bwrap mode);
+4. runs `main.py` from the working directory as `__main__` and prints tracebacks without the
    frames of this script.
-
-The operating-system layer (separate user, no network namespace) is set up by the host; this
-guard is what remains when that layer is unavailable, e.g. when resd does not run as root.
 """
 
 import json
@@ -37,9 +36,10 @@ _limits = [
     (resource.RLIMIT_FSIZE, (config["file_bytes"], config["file_bytes"])),
     (resource.RLIMIT_NOFILE, (64, 64)),
     (resource.RLIMIT_CORE, (0, 0)),
-    # Enforced for every user except root; the audit hook below covers the root case.
-    (resource.RLIMIT_NPROC, (0, 0)),
 ]
+if config.get("processes") is not None:
+    # Processes and threads of this user in this user namespace (bwrap mode: this sandbox).
+    _limits.append((resource.RLIMIT_NPROC, (int(config["processes"]), int(config["processes"]))))
 for _which, _value in _limits:
     try:
         resource.setrlimit(_which, _value)
@@ -47,6 +47,36 @@ for _which, _value in _limits:
         pass
 
 import traceback  # noqa: E402  (imported before the hook so error reporting always works)
+
+
+def _install_seccomp(fd):
+    """Load the host's BPF program (PR_SET_NO_NEW_PRIVS, then PR_SET_SECCOMP with a filter)."""
+    import ctypes
+
+    chunks = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(fd)
+    program = b"".join(chunks)
+
+    class _Prog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    buffer = ctypes.create_string_buffer(program, len(program))
+    prog = _Prog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(38, 1, 0, 0, 0) != 0 or libc.prctl(22, 2, ctypes.byref(prog), 0, 0) != 0:
+        os.write(2, b"sandbox: could not install the seccomp filter\n")
+        os._exit(70)
+    for name in [m for m in sys.modules if m == "ctypes" or m.startswith(("ctypes.", "_ctypes"))]:
+        del sys.modules[name]
+
+
+if config.get("seccomp_fd") is not None:
+    _install_seccomp(int(config["seccomp_fd"]))
 
 # 2. The audit hook. Everything it uses is bound now, as default arguments, so that a program
 #    which replaces module attributes (os.getcwd = ..., builtins.len = ...) cannot change it.

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence
 
-from resd.envs.base import Environment, Outcome, Task
+from resd.envs.base import Environment, Outcome, Task, score_guarded
 
 RewardFunction = Callable[..., list[float]]
 
@@ -66,7 +66,7 @@ class _SharedScorer:
             missing = sorted({i for i in ids if i not in known})
             if missing:
                 raise ValueError(f"unknown task id(s) {missing[:5]} for environment {self.env.name!r}")
-            self.last_outcomes = self.env.score_many([known[i] for i in ids], list(texts))
+            self.last_outcomes = score_guarded(self.env, [known[i] for i in ids], list(texts))
             self._key = (ids, texts)
         return self.last_outcomes
 

@@ -110,7 +110,8 @@ class Environment(ABC):
         return None
 
     def score_many(self, tasks: list[Task], completions: list[str]) -> list[Outcome]:
-        """Judge a batch (override to parallelise, e.g. sandboxed code)."""
+        """Judge a batch (override to parallelise, e.g. sandboxed code). Callers go through
+        `score_guarded`, so an answer that makes the judge raise costs only that answer."""
         return [self.score(t, c) for t, c in zip(tasks, completions, strict=True)]
 
     def sizes(self) -> dict[str, int]:
@@ -126,3 +127,37 @@ class Environment(ABC):
 
         raise UserError(f"no task with id {task_id!r} in {self.name} ({'/'.join(splits)}); "
                         f"`resd env show {self.name}` lists ids")
+
+
+def judge_error(exc: BaseException) -> Outcome:
+    """The outcome of an answer the judge failed on: reward 0, and feedback that says it was the
+    judge, not the answer (counted as `judge_errors` in the training metrics)."""
+    what = f"{type(exc).__name__}: {str(exc)[:200]}"
+    return Outcome(reward=0.0, acc=0.0, feedback=f"The judge failed on this answer ({what}); it counts as not passed.",
+                   passed=[], details={"judge_error": what})
+
+
+def score_guarded(env: Environment, tasks: list[Task], completions: list[str]) -> list[Outcome]:
+    """`env.score_many`, but one answer that makes the judge raise costs only that answer: the
+    batch is re-scored one by one and a failing answer becomes `judge_error`. A UserError (a
+    setup problem, e.g. no sandbox) is not the answer's fault and propagates."""
+    from resd.errors import UserError
+
+    try:
+        outcomes = env.score_many(tasks, completions)
+        if len(outcomes) == len(tasks) and all(isinstance(o, Outcome) for o in outcomes):
+            return list(outcomes)
+    except UserError:
+        raise
+    except Exception:  # noqa: BLE001 - find the answer(s) responsible below
+        pass
+    out = []
+    for task, completion in zip(tasks, completions, strict=True):
+        try:
+            outcome = env.score(task, completion)
+            out.append(outcome if isinstance(outcome, Outcome) else judge_error(TypeError("score returned no Outcome")))
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            out.append(judge_error(exc))
+    return out

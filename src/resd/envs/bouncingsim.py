@@ -25,7 +25,8 @@ from resd.envs.bouncing.engine import GroundTruth, ground_truth
 from resd.envs.bouncing.harness import RESULT_MARKER, SOLUTION_FILE
 from resd.envs.bouncing.prompt import CALL_TIME_LIMIT, TOLERANCE, scene_prompt
 from resd.envs.bouncing.scene import EASY, MEDIUM, Difficulty, Scene, draw_scene
-from resd.envs.sandbox import run_python
+from resd.envs.sandbox import require, run_python
+from resd.envs.text import MAX_COMPLETION_CHARS
 from resd.errors import UserError
 
 REWARD_MODES = ("all", "fraction")
@@ -58,6 +59,8 @@ class BouncingSim(Environment):
     reward_mode: "all" (1.0 only when all 15 timestamps pass, the paper's reward) or "fraction"
                  (reward = fraction passed).
     workers:     sandboxed programs run in parallel by score_many (default: CPU count).
+    sandbox:     "bwrap" (default) or "unsafe-local" (resd.envs.sandbox); the ground truth and the
+                 physics engine stay on the host, the program only returns positions.
     """
 
     difficulty: ClassVar[Difficulty] = EASY
@@ -65,7 +68,7 @@ class BouncingSim(Environment):
     default_test_size: ClassVar[int] = 100
 
     def __init__(self, seed: int = 0, train_size: int | None = None, test_size: int | None = None,
-                 reward_mode: str = "all", workers: int | None = None) -> None:
+                 reward_mode: str = "all", workers: int | None = None, sandbox: str | None = None) -> None:
         if reward_mode not in REWARD_MODES:
             raise UserError(f"reward_mode must be one of {', '.join(REWARD_MODES)}, got {reward_mode!r}")
         sizes = {"train": self.default_train_size if train_size is None else train_size,
@@ -79,6 +82,7 @@ class BouncingSim(Environment):
         self.split_sizes = sizes
         self.reward_mode = reward_mode
         self.workers = workers or os.cpu_count() or 1
+        self.sandbox = require(sandbox).mode
         self._tasks: dict[str, list[Task]] = {}
         self._truth: dict[str, GroundTruth] = {}
         self._lock = threading.Lock()
@@ -154,6 +158,9 @@ class BouncingSim(Environment):
     def _refusal(scene: Scene, completion: str) -> Outcome | None:
         """The verdict for a completion that is not run at all (no code, syntax, forbidden), else None."""
         n = len(scene.timestamps)
+        if len(completion) > MAX_COMPLETION_CHARS:
+            return judge.refused(f"the answer is {len(completion)} characters long, over the judge's limit of "
+                                 f"{MAX_COMPLETION_CHARS}", "format", n)
         program = judge.extract_program(completion)
         if program is None:
             reason = ("the ```python block is never closed (was the reply cut off?); end it with ```"
@@ -174,11 +181,11 @@ class BouncingSim(Environment):
         marker = f"{RESULT_MARKER}{nonce} "
         result = run_python(_package_text("harness.py"), stdin=request, files={SOLUTION_FILE: program},
                             wall_time=n * CALL_TIME_LIMIT + SANDBOX_SLACK_S, memory_mb=512,
-                            max_output_bytes=200_000)
+                            max_output_bytes=200_000, mode=self.sandbox)
         for line in reversed(result.stdout.splitlines()):
             if line.startswith(marker):
-                parsed = json.loads(line[len(marker):])
-                if isinstance(parsed, list) and len(parsed) == n:
+                parsed = judge.parse_results(line[len(marker):], n, len(scene.positions))
+                if parsed is not None:
                     return parsed
         if result.limit == "wall_time":
             message = "the program ignored the 1 s limit and was stopped"

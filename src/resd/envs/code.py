@@ -31,7 +31,8 @@ from typing import Any
 
 from resd.envs.base import Environment, Outcome, Split, Task, clip_feedback
 from resd.envs.code_problems import PROBLEMS, SHOWN_EXAMPLES
-from resd.envs.sandbox import SandboxJob, SandboxPool, SandboxResult
+from resd.envs.sandbox import SandboxJob, SandboxPool, SandboxResult, require
+from resd.envs.text import MAX_COMPLETION_CHARS, extract_python
 from resd.errors import UserError
 
 _SHOW_CHARS = 300  # longest input/output quoted in feedback
@@ -39,22 +40,9 @@ _TRACEBACK_LINES = 8
 
 # --- pure helpers ----------------------------------------------------------------------------
 
-_FENCE = re.compile(r"```([A-Za-z0-9_+-]*)[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
-_THINK = re.compile(r"<think>.*?(?:</think>|\Z)", re.DOTALL | re.IGNORECASE)
-
-
 def extract_code(completion: str) -> str | None:
-    """The program in a completion: the last ```python block (an unclosed last block counts, as
-    generation may stop at the token limit); else the last untagged ``` block; None if neither."""
-    text = _THINK.sub("", completion)
-    if "</think>" in text:
-        text = text.rsplit("</think>", 1)[1]
-    blocks = [(lang.lower(), body) for lang, body in _FENCE.findall(text)]
-    for wanted in (("python", "py", "python3"), ("",)):
-        bodies = [body for lang, body in blocks if lang in wanted and body.strip()]
-        if bodies:
-            return bodies[-1]
-    return None
+    """The program in a completion (see `resd.envs.text.extract_python`)."""
+    return extract_python(completion)
 
 
 def _lines(text: str) -> list[str]:
@@ -64,41 +52,66 @@ def _lines(text: str) -> list[str]:
     return lines
 
 
-def _close(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
+_INT = re.compile(r"[+-]?\d+")
+_MAX_NUMBER_CHARS = 64  # longer tokens are compared as text, never parsed as numbers
 
 
-def stdout_matches(got: str, expected: str) -> bool:
-    """Judge comparison: line by line ignoring trailing spaces and trailing blank lines;
-    numbers compare with a 1e-6 tolerance."""
+def _float_token(text: str) -> float | None:
+    if len(text) > _MAX_NUMBER_CHARS or _INT.fullmatch(text):
+        return None  # integers (of any length) compare exactly, as text
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def stdout_matches(got: str, expected: str, tolerance: float | None = None) -> bool:
+    """Judge comparison: line by line ignoring trailing spaces and trailing blank lines. Tokens are
+    compared exactly (integers included); with a `tolerance` the problem states, two decimal
+    numbers may differ by that much (absolute or relative)."""
     a, b = _lines(got), _lines(expected)
     if a == b:
         return True
+    if tolerance is None:
+        return False
     ta, tb = " ".join(a).split(), " ".join(b).split()
     if len(a) != len(b) or len(ta) != len(tb):
         return False
     for x, y in zip(ta, tb):
         if x == y:
             continue
-        try:
-            if not _close(float(x), float(y)):
-                return False
-        except ValueError:
+        fx, fy = _float_token(x), _float_token(y)
+        if fx is None or fy is None or not math.isclose(fx, fy, rel_tol=tolerance, abs_tol=tolerance):
             return False
     return True
 
 
-def values_match(got: Any, expected: Any) -> bool:
-    """Function results: equal after JSON round trip (tuples are lists), floats within 1e-6."""
+def values_match(got: Any, expected: Any, tolerance: float | None = None) -> bool:
+    """Function results: equal after a JSON round trip (tuples are lists), numbers exactly (Python
+    compares ints and floats exactly), floats within the problem's stated `tolerance` if any."""
     if isinstance(got, bool) or isinstance(expected, bool):
         return isinstance(got, bool) and isinstance(expected, bool) and got == expected
     if isinstance(got, (int, float)) and isinstance(expected, (int, float)):
-        return _close(float(got), float(expected))
+        if got == expected:
+            return True
+        floats = isinstance(got, float) or isinstance(expected, float)
+        return (tolerance is not None and floats and math.isfinite(got) and math.isfinite(expected)
+                and math.isclose(got, expected, rel_tol=tolerance, abs_tol=tolerance))
     if isinstance(got, list) and isinstance(expected, list):
-        return len(got) == len(expected) and all(values_match(g, e) for g, e in zip(got, expected))
+        return len(got) == len(expected) and all(values_match(g, e, tolerance) for g, e in zip(got, expected))
     if isinstance(got, dict) and isinstance(expected, dict):
-        return got.keys() == expected.keys() and all(values_match(got[k], expected[k]) for k in got)
+        return got.keys() == expected.keys() and all(values_match(got[k], expected[k], tolerance) for k in got)
     return got == expected
+
+
+def parse_result(payload: str) -> tuple[bool, Any]:
+    """(True, value) for a JSON value a program returned, (False, None) when it is not one, too
+    deep, or holds an integer too long to convert; never raises."""
+    try:
+        return True, json.loads(payload)
+    except (ValueError, RecursionError, MemoryError):
+        return False, None
 
 
 _HARNESS = '''\
@@ -147,8 +160,10 @@ def _short_traceback(stderr: str) -> str:
     return "\n".join(lines)
 
 
-def judge(test: dict[str, str], result: SandboxResult, marker: str | None) -> Verdict:
-    """Compare one sandbox run with one test's expected output."""
+def judge(test: dict[str, str], result: SandboxResult, marker: str | None,
+          tolerance: float | None = None) -> Verdict:
+    """Compare one sandbox run with one test's expected output (on the host: the expected
+    output never enters the sandbox)."""
     if result.limit in ("wall_time", "cpu_time"):
         return Verdict("time_limit")
     if result.limit == "memory":
@@ -158,17 +173,16 @@ def judge(test: dict[str, str], result: SandboxResult, marker: str | None) -> Ve
     if result.limit == "forbidden" or result.exit_code != 0:
         return Verdict("error", error=_short_traceback(result.stderr) or f"exit status {result.exit_code}")
     if marker is None:
-        ok = stdout_matches(result.stdout, test["output"])
+        ok = stdout_matches(result.stdout, test["output"], tolerance)
         return Verdict("passed" if ok else "wrong", output=result.stdout)
     if marker not in result.stdout:
         return Verdict("error", error="the function returned no result")
     printed, _, payload = result.stdout.rpartition(marker)
-    try:
-        got = json.loads(payload)
-        expected = json.loads(test["output"])
-    except json.JSONDecodeError:
-        return Verdict("wrong", output=payload.strip())
-    return Verdict("passed" if values_match(got, expected) else "wrong", output=payload.strip())
+    parsed, got = parse_result(payload)
+    if not parsed:
+        return Verdict("wrong", output=payload.strip()[:_SHOW_CHARS])
+    expected = json.loads(test["output"])
+    return Verdict("passed" if values_match(got, expected, tolerance) else "wrong", output=payload.strip())
 
 
 def _show(text: str) -> str:
@@ -218,7 +232,8 @@ def _builtin_problem(p: dict[str, Any]) -> dict[str, Any]:
     else:
         tests = [{"input": inp, "output": out, "testtype": "stdin"} for inp, out in p["tests"]]
     return {"id": p["id"], "statement": p["statement"], "fn_name": fn, "starter_code": "",
-            "tests": tests, "shown": tests[:SHOWN_EXAMPLES], "solution": p["solution"]}
+            "tests": tests, "shown": tests[:SHOWN_EXAMPLES], "solution": p["solution"],
+            "float_tolerance": p.get("float_tolerance")}
 
 
 def _decode_cases(raw: Any, where: str) -> list[dict[str, str]]:
@@ -275,6 +290,7 @@ def load_livecodebench(path: str | os.PathLike) -> list[dict[str, Any]]:
                 "statement": record["question_content"], "fn_name": fn_name,
                 "starter_code": record.get("starter_code") or "", "tests": tests,
                 "shown": public[:SHOWN_EXAMPLES] if public else [], "solution": None,
+                "float_tolerance": metadata.get("float_tolerance"),
             })
     return problems
 
@@ -305,20 +321,24 @@ class CodeEnv(Environment):
 
     Options: path (LiveCodeBench-format JSONL; default: the built-in problems), test_path,
     time_limit (seconds per test, 2.0), memory_mb (512), reward ("all_pass" | "pass_rate"),
-    workers (parallel sandboxes; default: CPU count).
+    workers (parallel sandboxes; default: CPU count), sandbox ("bwrap", the default, or
+    "unsafe-local": see resd.envs.sandbox; without bwrap the environment refuses to start).
+    Hidden tests stay on the host: a program gets one test's input and its output is judged here.
     """
 
     name = "code"
     description = "Python problems with hidden stdin/stdout or function tests, judged in a sandbox"
 
     def __init__(self, path: str | None = None, test_path: str | None = None, time_limit: float = 2.0,
-                 memory_mb: int = 512, reward: str = "all_pass", workers: int | None = None):
+                 memory_mb: int = 512, reward: str = "all_pass", workers: int | None = None,
+                 sandbox: str | None = None):
         if reward not in ("all_pass", "pass_rate"):
             raise UserError(f"code: reward must be 'all_pass' or 'pass_rate', not {reward!r}")
         if float(time_limit) <= 0:
             raise UserError("code: time_limit must be positive (seconds per test)")
         self.time_limit, self.memory_mb, self.reward = float(time_limit), int(memory_mb), reward
         self.workers = workers
+        self.sandbox = require(sandbox).mode
         self._pool: SandboxPool | None = None
         if path is None:
             problems = [_builtin_problem(p) for p in PROBLEMS]
@@ -334,7 +354,7 @@ class CodeEnv(Environment):
 
     @staticmethod
     def _to_task(problem: dict[str, Any], split: str) -> Task:
-        meta = {k: problem[k] for k in ("fn_name", "tests", "solution")}
+        meta = {k: problem.get(k) for k in ("fn_name", "tests", "solution", "float_tolerance")}
         return Task(id=f"code-{problem['id']}", prompt=[{"role": "user", "content": render_prompt(problem)}],
                     meta=meta)
 
@@ -356,7 +376,11 @@ class CodeEnv(Environment):
         plans: list[tuple[Task, str | None, str]] = []  # (task, code or None, early feedback)
         jobs: list[SandboxJob] = []
         for task, completion in zip(tasks, completions, strict=True):
-            code, problem = extract_code(completion), self._precheck(completion)
+            if len(completion) > MAX_COMPLETION_CHARS:
+                code, problem = None, (f"The answer is {len(completion)} characters long, over the judge's limit "
+                                       f"of {MAX_COMPLETION_CHARS}; it was not run.")
+            else:
+                code, problem = extract_code(completion), self._precheck(completion)
             plans.append((task, code, problem))
             if code is not None and not problem:
                 jobs += [self._job(code, test, task.meta["fn_name"], marker) for test in task.meta["tests"]]
@@ -369,7 +393,8 @@ class CodeEnv(Environment):
                                                                               else "syntax"}))
                 continue
             fn = task.meta["fn_name"]
-            verdicts = [judge(t, next(results), marker if fn else None) for t in tests]
+            verdicts = [judge(t, next(results), marker if fn else None, task.meta.get("float_tolerance"))
+                        for t in tests]
             feedback = judge_feedback(tests, verdicts, fn, self.time_limit)
             outcomes.append(self._outcome([v.status == "passed" for v in verdicts], feedback,
                                           {"verdicts": [v.status for v in verdicts]}))
@@ -394,7 +419,7 @@ class CodeEnv(Environment):
 
     def _job(self, code: str, test: dict[str, str], fn_name: str | None, marker: str) -> SandboxJob:
         common = dict(stdin=test["input"], wall_time=self.time_limit, memory_mb=self.memory_mb,
-                      max_output_bytes=200_000)
+                      max_output_bytes=200_000, mode=self.sandbox)
         if fn_name:
             return SandboxJob(code=function_harness(fn_name, marker), files={"solution.py": code}, **common)
         return SandboxJob(code=code, **common)

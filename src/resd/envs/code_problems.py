@@ -314,7 +314,9 @@ PROBLEMS: list[dict[str, Any]] = [
     {
         "id": "mean-of-list",
         "fn_name": "mean",
-        "statement": "Write a function mean(nums) that returns the arithmetic mean of the non-empty list nums as a float.",
+        "statement": ("Write a function mean(nums) that returns the arithmetic mean of the non-empty list nums as a "
+                      "float. Answers within 1e-6 of the exact mean are accepted."),
+        "float_tolerance": 1e-6,
         "tests": [([[1, 2, 3, 4]], 2.5), ([[5]], 5.0), ([[-1, 1]], 0.0), ([[0.1, 0.2]], 0.15)],
         "solution": "def mean(nums):\n    return sum(nums) / len(nums)\n",
     },

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from resd.envs.base import Environment, Outcome, Split, Task, clip_feedback
+from resd.envs.text import strip_reasoning
 from resd.errors import UserError
 
 Params = dict[str, Any]
@@ -47,17 +48,8 @@ LIST_FORMS = ("List a few things about {topic}.", "Give some short facts about {
 
 # --- text helpers (pure) ---------------------------------------------------------------------
 
-_THINK_BLOCK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL | re.IGNORECASE)
 _WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)*")
 _BULLET = re.compile(r"^\s*(?:[-*•])\s+\S")
-
-
-def strip_thinking(text: str) -> str:
-    """The answer part of a completion: drop `<think>` blocks (an unclosed one runs to the end)
-    and anything before a stray `</think>` (templates that open the block in the prompt)."""
-    if "</think>" in text.lower() and "<think>" not in text.lower():
-        text = text[text.lower().rindex("</think>") + len("</think>"):]
-    return _THINK_BLOCK.sub("", text).strip()
 
 
 def words(text: str) -> list[str]:
@@ -233,7 +225,7 @@ def render_prompt(topic: str, constraints: list[dict[str, Any]], form_index: int
 
 def check_all(text: str, constraints: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
     """(description, passed, why) for each constraint, on the answer part of `text`."""
-    answer = strip_thinking(text)
+    answer = strip_reasoning(text)
     results = []
     for c in constraints:
         rule = RULES[c["kind"]]
@@ -367,7 +359,7 @@ class ConstraintsEnv(Environment):
         lines += [f"[{'PASS' if ok else 'FAIL'}] {desc} ({why})" for desc, ok, why in results]
         return Outcome(reward=reward, acc=acc, feedback=clip_feedback("\n".join(lines)), passed=passed,
                        details={"kinds": [c["kind"] for c in constraints],
-                                "n_words": len(words(strip_thinking(completion)))})
+                                "n_words": len(words(strip_reasoning(completion)))})
 
     def reference_solution(self, task: Task) -> str | None:
         return reference_answer(task.meta["constraints"])

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterable
 
 from resd.envs.base import Environment, Outcome, Split, Task, clip_feedback
+from resd.envs.text import strip_reasoning
 from resd.errors import UserError
 
 TRAIN_FILE = "finer_train_batched_1000_samples.jsonl"
@@ -43,7 +44,6 @@ HF_SPLITS = {"train": "train", "test": "validation"}
 REWARD_MODES = ("all", "fraction")
 CARVE_SEED = 0
 
-_THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
 _ENTITY = re.compile(r'entity "(.*?)" in sentence', re.DOTALL)
 _OPTIONS = re.compile(r"tags(?: options)?:\s*,?(.*?)\.\s*Answer the following", re.DOTALL)
@@ -69,11 +69,8 @@ def tag_options(context: str) -> list[str]:
 
 # --- scoring (pure) -----------------------------------------------------------------------------
 def extract_answer(completion: str) -> str | None:
-    """Text of the last <answer>...</answer> outside any <think> section, or None."""
-    text = _THINK.sub("", completion)
-    if re.search(r"</think>", text, re.IGNORECASE):  # opener cut off or missing: keep what follows
-        text = re.split(r"</think>", text, flags=re.IGNORECASE)[-1]
-    answers = _ANSWER.findall(text)
+    """Text of the last <answer>...</answer> after the reasoning, or None."""
+    answers = _ANSWER.findall(strip_reasoning(completion))
     return answers[-1] if answers else None
 
 

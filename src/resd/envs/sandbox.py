@@ -1,4 +1,4 @@
-"""Run untrusted Python (model-written programs) in a separate, limited process.
+"""Run untrusted Python (model-written programs) isolated by the operating system.
 
     >>> from resd.envs.sandbox import run_python, SandboxPool, SandboxJob
     >>> r = run_python("print(input()[::-1])", stdin="abc\\n", wall_time=5)
@@ -7,32 +7,39 @@
     >>> with SandboxPool(workers=4) as pool:
     ...     results = pool.map([SandboxJob(code=f"print({i}*{i})") for i in range(8)])
 
-What a program can do (only the standard library is importable):
-- read its stdin, the files passed in `files`, and the standard library; write, create and
-  delete only inside its own fresh temporary working directory (also its HOME and TMPDIR);
-- print at most `max_output_bytes` to each of stdout and stderr.
-What stops it (and the `limit` reported):
-- "wall_time": the process group is killed after `wall_time` seconds;
-- "cpu_time":  RLIMIT_CPU (SIGXCPU, then SIGKILL one second later);
-- "memory":    RLIMIT_AS, seen as a MemoryError;
-- "output":    more than `max_output_bytes` on stdout or stderr, or a file over `max_file_bytes`;
-- "forbidden": starting processes (fork, exec, os.system, subprocess), sockets, native code
-  (ctypes), signals to other processes, changing limits, writing outside the working directory,
-  reading outside it and the standard library. The program is stopped at the first attempt and
-  stderr names what was blocked.
+A policy under RL pressure searches for whatever raises its reward: exiting early, reading the
+hidden tests, faking the judge's output, attacking the host. So the boundary is the kernel's, set
+up by an existing, audited tool, and the in-interpreter audit hook is only a second layer (PEP 578
+says plainly that audit hooks are not a security boundary).
 
-Layers: the environment is empty except PATH, LANG, HOME, TMPDIR; when resd runs as root (as in
-containers) the child also runs as user `nobody` (so the kernel enforces "no new processes" and
-file permissions) inside a fresh network namespace with no interfaces (`unshare -n`); an audit
-hook (PEP 578) installed before the program starts (`_sandbox_boot.py`) enforces the rules
-above in every case. `isolation()` says which layers are active on this machine.
+Mode "bwrap" (the default; bubblewrap, what Flatpak uses):
+- new user, PID, mount, IPC, UTS, network and cgroup namespaces; no capabilities, no new
+  privileges, no further user namespaces. As root, bwrap itself runs as the user `nobody`
+  (setpriv), so the program is root nowhere and the kernel's per-user limits apply to it;
+- a filesystem holding only the system's shared libraries and one Python interpreter with its
+  standard library (its site-packages hidden), read-only, plus a fresh tmpfs working directory
+  of at most `max_disk_bytes` (also HOME and TMPDIR). No project files, no hidden tests, no judge
+  code, no /tmp, no /etc, /dev read-only, /proc of its own PID namespace only;
+- a seccomp filter (libseccomp on the host, installed before the program runs): no new programs
+  (execve), no new processes (fork; threads work), none of the kernel's large attack surfaces
+  (ptrace, mount, namespaces, bpf, perf, keyctl, io_uring, userfaultfd, kexec, modules, ...);
+- limits: CPU seconds, address space, file size, open files, threads, the wall clock (host).
+The interpreter is the host's base Python when the sandbox user can read it, else the system's
+/usr/bin/python3 (`RESD_SANDBOX_PYTHON` names another world-readable one).
 
-Not a defence against kernel exploits; it contains buggy, greedy or mischievous programs, the
-kind a policy writes while learning.
+Mode "unsafe-local": no operating-system isolation, only limits and the audit hook (plus a
+separate user and no network when run as root). For machines without bubblewrap (macOS, a
+container without user namespaces), on the user's explicit request only: `sandbox: unsafe-local`
+in the environment's options or RESD_SANDBOX=unsafe-local; it is announced on stderr once.
+
+`limit` in a result says what stopped a program: "wall_time", "cpu_time", "memory", "output"
+(output or file size) or "forbidden" (the audit hook caught an attempt; with bwrap, attempts it
+misses fail against the kernel instead). Not a defence against kernel exploits.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -41,6 +48,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -48,13 +56,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Literal
 
+from resd.errors import UserError
+
 Limit = Literal["wall_time", "cpu_time", "memory", "output", "forbidden"]
+MODES = ("bwrap", "unsafe-local")
 
 VIOLATION_EXIT = 86  # must match _sandbox_boot.VIOLATION_EXIT
 VIOLATION_MARKER = "SandboxViolation:"
 NOBODY_UID = 65534
 _BOOT_SOURCE = (Path(__file__).with_name("_sandbox_boot.py")).read_text(encoding="utf-8")
 _READ_CHUNK = 65536
+_WORK = "/work"  # the working directory inside a bwrap sandbox
 
 
 @dataclass(frozen=True)
@@ -97,75 +109,212 @@ class SandboxJob:
     """Bytes kept from each of stdout and stderr; more stops the program ("output")."""
     max_file_bytes: int = 16_000_000
     """Largest file the program may write in its working directory (RLIMIT_FSIZE)."""
+    max_disk_bytes: int = 64_000_000
+    """All files of the working directory together (the size of its tmpfs; bwrap mode)."""
+    threads: int = 16
+    """Threads the program may run besides its main one (bwrap mode; new processes never)."""
     files: dict[str, str] | None = field(default=None, hash=False)
     """Extra files (relative name -> text) put in the working directory before the run."""
+    mode: str | None = None
+    """"bwrap" or "unsafe-local"; None = `default_mode()`."""
 
 
-@dataclass(frozen=True)
-class Isolation:
-    """Which operating-system layers this machine gives the sandbox (the audit hook is always on)."""
+# ----------------------------------------------------------------------------------------------
+# Which isolation this machine has
+# ----------------------------------------------------------------------------------------------
 
-    separate_user: bool
-    """The child runs as uid 65534 (`nobody`): needs root and `setpriv`."""
-    no_network: bool
-    """The child runs in an empty network namespace: needs root and `unshare`."""
-
-
-@functools.lru_cache(maxsize=1)
-def isolation() -> Isolation:
-    """Detect once which OS layers work here (root + setpriv/unshare, as in most containers)."""
-    if os.name != "posix" or os.geteuid() != 0:
-        return Isolation(separate_user=False, no_network=False)
-    no_network = _works(["unshare", "-n", "true"])
-    separate_user = _works(_setpriv_prefix() + [sys.executable, "-I", "-S", "-c", "import json"])
-    return Isolation(separate_user=separate_user, no_network=no_network)
+def default_mode() -> str:
+    """RESD_SANDBOX if set, else "bwrap"."""
+    return os.environ.get("RESD_SANDBOX", "bwrap") or "bwrap"
 
 
-def _works(cmd: list[str]) -> bool:
+def _works(cmd: list[str], **kwargs) -> bool:
     if shutil.which(cmd[0]) is None:
         return False
     try:
-        return subprocess.run(cmd, capture_output=True, timeout=10, cwd="/").returncode == 0
+        return subprocess.run(cmd, capture_output=True, timeout=20, cwd="/", **kwargs).returncode == 0
     except (OSError, subprocess.SubprocessError):
         return False
 
 
-def _setpriv_prefix() -> list[str]:
-    # CAP_DAC_READ_SEARCH (read-only) is kept so the interpreter and standard library stay
-    # readable when they live under a private home (e.g. pyenv in /root); writing, deleting,
-    # signalling and raising limits all need powers `nobody` does not have.
-    return ["setpriv", f"--reuid={NOBODY_UID}", f"--regid={NOBODY_UID}", "--clear-groups",
-            "--inh-caps=-all,+dac_read_search", "--ambient-caps=-all,+dac_read_search",
-            "--bounding-set=-all,+dac_read_search", "--no-new-privs"]
+def _world_readable(path: Path) -> bool:
+    """Whether a user with no special rights can reach `path` (every folder on the way searchable
+    by others, the file itself readable by others)."""
+    try:
+        target = path.resolve()
+        for folder in target.parents:
+            if not folder.stat().st_mode & 0o001:
+                return False
+        return bool(target.stat().st_mode & 0o004)
+    except OSError:
+        return False
 
 
-def _command(config: dict) -> list[str]:
-    layers = isolation()
-    prefix: list[str] = []
-    if layers.no_network:
-        prefix += ["unshare", "-n", "--"]
-    if layers.separate_user:
-        prefix += _setpriv_prefix()
-    # -I: ignore PYTHON* variables and user site; -S: no site-packages; -B: write no .pyc files.
-    return prefix + [sys.executable, "-I", "-S", "-B", "-c", _BOOT_SOURCE, json.dumps(config)]
+@dataclass(frozen=True)
+class Interpreter:
+    """The Python the sandbox runs and what to mount for it."""
+
+    executable: str
+    """Its path (the same inside the sandbox)."""
+    mounts: tuple[str, ...]
+    """Folders or files mounted read-only at the same place."""
+    hidden: tuple[str, ...]
+    """Folders under those mounts replaced by an empty read-only tmpfs (site-packages)."""
 
 
-def _prepare_workdir(code: str, stdin: str, files: dict[str, str] | None) -> Path:
-    workdir = Path(tempfile.mkdtemp(prefix="resd-sandbox-")).resolve()
-    for name, text in (files or {}).items():
-        target = (workdir / name).resolve()
-        if workdir not in target.parents:
-            shutil.rmtree(workdir, ignore_errors=True)
-            raise ValueError(f"sandbox file name {name!r} must be a relative path inside the working directory")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text, encoding="utf-8")
-    (workdir / "main.py").write_text(code, encoding="utf-8")
-    (workdir / ".stdin").write_text(stdin, encoding="utf-8")
-    if isolation().separate_user:
-        for path in [workdir, *workdir.rglob("*")]:
-            os.chown(path, NOBODY_UID, NOBODY_UID)
-    return workdir
+def _host_interpreter() -> Interpreter:
+    prefix = Path(sys.base_prefix).resolve()
+    executable = Path(getattr(sys, "_base_executable", "") or sys.executable).resolve()
+    stdlib = Path(sysconfig.get_paths(vars={"base": str(prefix), "platbase": str(prefix)})["stdlib"])
+    site = stdlib / "site-packages"
+    mounts = [str(prefix)] if executable.is_relative_to(prefix) else [str(prefix), str(executable.parent)]
+    return Interpreter(str(executable), tuple(mounts), (str(site),) if site.is_dir() else ())
 
+
+def _system_interpreter(path: str = "/usr/bin/python3") -> Interpreter | None:
+    exe = Path(path)
+    if not exe.exists():
+        return None
+    resolved = exe.resolve()
+    # A system Python lives under /usr, whose libraries are mounted anyway; its dist-packages
+    # (Debian's) and site-packages are hidden.
+    hidden = tuple(str(p) for p in Path("/usr/lib").glob("python3*/*-packages") if p.is_dir())
+    hidden += tuple(str(p) for p in Path("/usr/local/lib").glob("python3*/*-packages") if p.is_dir())
+    return Interpreter(str(resolved), (str(resolved),), hidden)
+
+
+@functools.lru_cache(maxsize=1)
+def _as_nobody() -> bool:
+    """As root, bwrap runs as `nobody` (then the program is not root outside its namespace and
+    RLIMIT_NPROC counts its threads); otherwise as the current user."""
+    return os.name == "posix" and os.geteuid() == 0
+
+
+@functools.lru_cache(maxsize=1)
+def sandbox_interpreter() -> Interpreter | None:
+    """The interpreter the bwrap sandbox runs (see the module docstring), or None."""
+    named = os.environ.get("RESD_SANDBOX_PYTHON")
+    if named:
+        return _system_interpreter(named)
+    host = _host_interpreter()
+    if not _as_nobody() or _world_readable(Path(host.executable)):
+        return host
+    return _system_interpreter()
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """Which layers a sandbox mode gives on this machine."""
+
+    mode: str
+    os_isolation: bool
+    """Namespaces, private filesystem and seccomp (bwrap mode)."""
+    separate_user: bool
+    """The program runs as a user with no rights on the host's files."""
+    no_network: bool
+    """The program has no network."""
+    reason: str = ""
+    """Why the mode is unavailable ("" when it works)."""
+
+    @property
+    def available(self) -> bool:
+        return not self.reason
+
+
+@functools.lru_cache(maxsize=4)
+def isolation(mode: str | None = None) -> Isolation:
+    """What `mode` (default: `default_mode()`) gives here, detected once (a trial run)."""
+    mode = mode or default_mode()
+    if mode not in MODES:
+        return Isolation(mode, False, False, False, f"unknown sandbox mode {mode!r}; use bwrap or unsafe-local")
+    if mode == "unsafe-local":
+        root = os.name == "posix" and os.geteuid() == 0
+        no_network = root and _works(["unshare", "-n", "true"])
+        separate_user = root and _works(_setpriv_prefix(keep_read=True) + [sys.executable, "-I", "-S", "-c", "1"])
+        return Isolation(mode, False, separate_user, no_network)
+    if sys.platform != "linux":
+        return Isolation(mode, False, False, False, "bubblewrap needs Linux")
+    if shutil.which("bwrap") is None:
+        return Isolation(mode, False, False, False, "bubblewrap (bwrap) is not installed")
+    interpreter = sandbox_interpreter()
+    if interpreter is None:
+        return Isolation(mode, False, False, False, "no Python interpreter that the sandbox user can read "
+                                                    "(set RESD_SANDBOX_PYTHON to a world-readable python3)")
+    try:
+        _seccomp_program()
+    except Exception as exc:  # noqa: BLE001 - any failure here means no filter, so no sandbox
+        return Isolation(mode, False, False, False, f"cannot build the seccomp filter ({exc}); "
+                                                    "install libseccomp (Debian: libseccomp2)")
+    trial = _run(SandboxJob(code="print(6 * 7)", wall_time=20, mode="bwrap"))
+    if not (trial.ok and trial.stdout.strip() == "42"):
+        detail = (trial.stderr.strip().splitlines() or [f"exit {trial.exit_code}"])[-1][:200]
+        return Isolation(mode, False, False, False, f"bubblewrap cannot start a sandbox here ({detail}); "
+                                                    "user namespaces may be disabled")
+    return Isolation(mode, True, True, True)
+
+
+def require(mode: str | None = None) -> Isolation:
+    """The isolation of `mode`, or a UserError naming the fix when it is not available here."""
+    layers = isolation(mode)
+    if not layers.available:
+        raise UserError(f"untrusted code needs an OS sandbox, and {layers.reason}: install bubblewrap "
+                        f"(Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap), or "
+                        f"accept running model-written code unisolated with the environment option "
+                        f"sandbox=unsafe-local (or RESD_SANDBOX=unsafe-local)")
+    if layers.mode == "unsafe-local":
+        _announce_unsafe()
+    return layers
+
+
+@functools.lru_cache(maxsize=1)
+def _announce_unsafe() -> None:
+    print("resd: warning: sandbox=unsafe-local: model-written programs run WITHOUT operating-system "
+          "isolation (audit hook and limits only)", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------------
+# The seccomp filter
+# ----------------------------------------------------------------------------------------------
+
+DENIED_SYSCALLS: tuple[str, ...] = (
+    "execve", "execveat", "fork", "vfork",  # no new programs, no new processes
+    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd",
+    "mount", "umount2", "pivot_root", "chroot", "unshare", "setns", "mount_setattr", "move_mount",
+    "open_tree", "fsopen", "fsconfig", "fsmount", "fspick", "open_by_handle_at", "name_to_handle_at",
+    "keyctl", "add_key", "request_key", "bpf", "perf_event_open", "userfaultfd",
+    "io_uring_setup", "io_uring_enter", "io_uring_register",
+    "kexec_load", "kexec_file_load", "reboot", "init_module", "finit_module", "delete_module",
+    "swapon", "swapoff", "acct", "quotactl", "syslog", "vhangup", "fanotify_init", "iopl", "ioperm",
+    "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "personality", "uselib", "ustat",
+    "sysfs", "lookup_dcookie", "nfsservctl", "process_madvise",
+)
+CLONE_THREAD = 0x00010000
+
+
+@functools.lru_cache(maxsize=1)
+def _seccomp_program() -> bytes:
+    """The BPF program (libseccomp): deny the calls above with EPERM, clone without CLONE_THREAD
+    (a new process) with EPERM, and clone3 with ENOSYS so that the C library falls back to clone
+    for threads; everything else is allowed."""
+    import pyseccomp as seccomp
+
+    rules = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+    for name in DENIED_SYSCALLS:
+        try:
+            rules.add_rule(seccomp.ERRNO(errno.EPERM), name)
+        except (ValueError, RuntimeError, OSError):
+            pass  # not a system call on this architecture
+    rules.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
+    rules.add_rule(seccomp.ERRNO(errno.EPERM), "clone", seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_THREAD, 0))
+    with tempfile.TemporaryFile() as f:
+        rules.export_bpf(f)
+        f.seek(0)
+        return f.read()
+
+
+# ----------------------------------------------------------------------------------------------
+# Running one program
+# ----------------------------------------------------------------------------------------------
 
 def run_python(
     code: str,
@@ -176,37 +325,144 @@ def run_python(
     memory_mb: int = 512,
     max_output_bytes: int = 1_000_000,
     max_file_bytes: int = 16_000_000,
+    max_disk_bytes: int = 64_000_000,
+    threads: int = 16,
     files: dict[str, str] | None = None,
+    mode: str | None = None,
 ) -> SandboxResult:
-    """Run `code` as a Python program in a fresh limited process and report what happened.
+    """Run `code` as a Python program in a fresh isolated process and report what happened.
 
-    Never raises for anything the program does; raises ValueError only for bad arguments.
+    Never raises for anything the program does; raises ValueError for bad arguments and
+    UserError when the requested isolation is not available on this machine (see `require`).
     See the module docstring for the rules and `SandboxJob` for each argument.
     """
-    if wall_time <= 0 or memory_mb <= 0 or max_output_bytes <= 0:
-        raise ValueError("wall_time, memory_mb and max_output_bytes must be positive")
-    cpu_seconds = max(1, int(-(-(cpu_time if cpu_time is not None else wall_time) // 1)))
-    workdir = _prepare_workdir(code, stdin, files)
-    config = {
-        "workdir": str(workdir),
-        "cpu_seconds": cpu_seconds,
-        "memory_bytes": int(memory_mb) * 1024 * 1024,
-        "file_bytes": int(max_file_bytes),
-    }
-    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(workdir), "TMPDIR": str(workdir)}
+    job = SandboxJob(code=code, stdin=stdin, wall_time=wall_time, cpu_time=cpu_time, memory_mb=memory_mb,
+                     max_output_bytes=max_output_bytes, max_file_bytes=max_file_bytes,
+                     max_disk_bytes=max_disk_bytes, threads=threads, files=files, mode=mode)
+    require(job.mode)
+    return _run(job)
+
+
+def _check(job: SandboxJob) -> None:
+    if job.wall_time <= 0 or job.memory_mb <= 0 or job.max_output_bytes <= 0 or job.max_disk_bytes <= 0:
+        raise ValueError("wall_time, memory_mb, max_output_bytes and max_disk_bytes must be positive")
+    if job.threads < 0:
+        raise ValueError("threads must be >= 0")
+    for name in job.files or {}:
+        parts = Path(name).parts
+        if not parts or Path(name).is_absolute() or ".." in parts or name == "main.py":
+            raise ValueError(f"sandbox file name {name!r} must be a relative path inside the working directory")
+
+
+def _run(job: SandboxJob) -> SandboxResult:
+    _check(job)
+    mode = job.mode or default_mode()
+    cpu_seconds = max(1, int(-(-(job.cpu_time if job.cpu_time is not None else job.wall_time) // 1)))
+    if mode == "bwrap":
+        return _run_bwrap(job, cpu_seconds)
+    return _run_local(job, cpu_seconds)
+
+
+def _memfd(name: str, data: bytes) -> int:
+    """An anonymous in-memory file holding `data`, positioned at its start (for bwrap's --file and
+    as stdin: no pipe to keep fed, no file on the host's disk)."""
+    fd = os.memfd_create(name, 0)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def _run_bwrap(job: SandboxJob, cpu_seconds: int) -> SandboxResult:
+    interpreter = sandbox_interpreter()
+    assert interpreter is not None  # require() checked it
+    fds: list[int] = []
+
+    def memfd(name: str, text: str | bytes) -> int:
+        fd = _memfd(name, text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text)
+        fds.append(fd)
+        return fd
+
     try:
-        with open(workdir / ".stdin", "rb") as stdin_file:
-            return _supervise(_command(config), workdir, env, stdin_file, wall_time, max_output_bytes)
+        seccomp_fd = memfd("seccomp", _seccomp_program())
+        config = {"workdir": _WORK, "cpu_seconds": cpu_seconds, "memory_bytes": int(job.memory_mb) << 20,
+                  "file_bytes": int(job.max_file_bytes), "processes": int(job.threads) + 2,
+                  "seccomp_fd": seccomp_fd}
+        cmd = (_setpriv_prefix() if _as_nobody() else []) + [
+            "bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
+            "--cap-drop", "ALL", "--hostname", "sandbox",
+            "--ro-bind", "/usr/lib", "/usr/lib", "--ro-bind-try", "/usr/lib64", "/usr/lib64",
+            "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+        ]
+        for folder in interpreter.mounts:
+            if not folder.startswith("/usr/lib"):
+                cmd += ["--ro-bind", folder, folder]
+        for folder in interpreter.hidden:
+            cmd += ["--tmpfs", folder, "--remount-ro", folder]
+        cmd += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev",
+                "--size", str(int(job.max_disk_bytes)), "--tmpfs", _WORK]
+        for name, text in sorted({**(job.files or {}), "main.py": job.code}.items()):
+            for parent in reversed(Path(name).parents[:-1]):
+                cmd += ["--dir", f"{_WORK}/{parent.as_posix()}"]
+            cmd += ["--file", str(memfd(name, text)), f"{_WORK}/{name}"]
+        cmd += ["--remount-ro", "/", "--chdir", _WORK, "--", interpreter.executable, "-I", "-S", "-B",
+                "-c", _BOOT_SOURCE, json.dumps(config)]
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": _WORK, "TMPDIR": _WORK}
+        stdin_fd = memfd("stdin", job.stdin)
+        result = _supervise(cmd, "/", env, stdin_fd, job.wall_time, job.max_output_bytes, pass_fds=tuple(fds))
+    finally:
+        for fd in fds:
+            os.close(fd)
+    if result.exit_code > 128 and result.limit is None:
+        # bwrap reports a child killed by signal N as exit status 128 + N.
+        code = -(result.exit_code - 128)
+        result = SandboxResult(result.stdout, result.stderr, code, _classify(code, result.stderr), result.duration)
+    return result
+
+
+def _setpriv_prefix(keep_read: bool = False) -> list[str]:
+    """Become `nobody` with no capabilities. `keep_read` (unsafe-local only) keeps
+    CAP_DAC_READ_SEARCH so an interpreter under a private home stays readable."""
+    caps = "-all,+dac_read_search" if keep_read else "-all"
+    return ["setpriv", f"--reuid={NOBODY_UID}", f"--regid={NOBODY_UID}", "--clear-groups",
+            f"--inh-caps={caps}", f"--ambient-caps={caps}" if keep_read else "--ambient-caps=-all",
+            f"--bounding-set={caps}", "--no-new-privs"]
+
+
+def _run_local(job: SandboxJob, cpu_seconds: int) -> SandboxResult:
+    """unsafe-local: a temporary folder on the host, limits and the audit hook only."""
+    layers = isolation("unsafe-local")
+    workdir = Path(tempfile.mkdtemp(prefix="resd-sandbox-")).resolve()
+    try:
+        for name, text in {**(job.files or {}), "main.py": job.code}.items():
+            target = workdir / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(text.encode("utf-8", "surrogateescape"))
+        if layers.separate_user:
+            for path in [workdir, *workdir.rglob("*")]:
+                os.chown(path, NOBODY_UID, NOBODY_UID)
+        config = {"workdir": str(workdir), "cpu_seconds": cpu_seconds, "memory_bytes": int(job.memory_mb) << 20,
+                  "file_bytes": int(job.max_file_bytes), "processes": None, "seccomp_fd": None}
+        prefix = (["unshare", "-n", "--"] if layers.no_network else []) + (
+            _setpriv_prefix(keep_read=True) if layers.separate_user else [])
+        cmd = prefix + [sys.executable, "-I", "-S", "-B", "-c", _BOOT_SOURCE, json.dumps(config)]
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(workdir), "TMPDIR": str(workdir)}
+        stdin_fd = _memfd("stdin", job.stdin.encode("utf-8", "surrogateescape"))
+        try:
+            return _supervise(cmd, str(workdir), env, stdin_fd, job.wall_time, job.max_output_bytes)
+        finally:
+            os.close(stdin_fd)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _supervise(cmd, workdir, env, stdin_file, wall_time, max_output_bytes) -> SandboxResult:
+def _supervise(cmd, cwd, env, stdin_fd, wall_time, max_output_bytes, pass_fds=()) -> SandboxResult:
     """Start the child, collect bounded output, enforce the wall clock, classify the ending."""
     start = time.monotonic()
     deadline = start + wall_time
-    proc = subprocess.Popen(cmd, stdin=stdin_file, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            cwd=workdir, env=env, start_new_session=True, close_fds=True)
+    proc = subprocess.Popen(cmd, stdin=stdin_fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=cwd, env=env, start_new_session=True, close_fds=True, pass_fds=pass_fds)
     buffers = {proc.stdout: bytearray(), proc.stderr: bytearray()}
     limit: Limit | None = None
     with selectors.DefaultSelector() as selector:
@@ -264,8 +520,9 @@ def _classify(exit_code: int, stderr: str) -> Limit | None:
         # classified before this function is reached.
         return "cpu_time"
     last_line = stderr.strip().rsplit("\n", 1)[-1] if stderr.strip() else ""
-    # Python ignores SIGXFSZ, so RLIMIT_FSIZE shows up as EFBIG ("File too large").
-    if exit_code == -signal.SIGXFSZ or (exit_code != 0 and "[Errno 27]" in last_line):
+    # Python ignores SIGXFSZ, so RLIMIT_FSIZE shows up as EFBIG ("File too large"); a full
+    # working directory (the tmpfs) as ENOSPC.
+    if exit_code == -signal.SIGXFSZ or (exit_code != 0 and ("[Errno 27]" in last_line or "[Errno 28]" in last_line)):
         return "output"
     if exit_code != 0 and last_line.startswith("MemoryError"):
         return "memory"
@@ -285,7 +542,10 @@ class SandboxPool:
 
     def map(self, jobs: Iterable[SandboxJob]) -> list[SandboxResult]:
         """Run every job; results come back in the jobs' order."""
-        return list(self._executor.map(_run_job, jobs))
+        jobs = list(jobs)
+        for mode in {job.mode for job in jobs}:
+            require(mode)
+        return list(self._executor.map(_run, jobs))
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
@@ -295,12 +555,6 @@ class SandboxPool:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _run_job(job: SandboxJob) -> SandboxResult:
-    return run_python(job.code, stdin=job.stdin, wall_time=job.wall_time, cpu_time=job.cpu_time,
-                      memory_mb=job.memory_mb, max_output_bytes=job.max_output_bytes,
-                      max_file_bytes=job.max_file_bytes, files=job.files)
 
 
 def run_many(jobs: Iterable[SandboxJob], workers: int | None = None) -> list[SandboxResult]:

@@ -63,11 +63,10 @@ def best_of_k_counts(model: Any, tokenizer: Any, env: Any, tasks: list[Any], *, 
     rollouts = sample(model, tokenizer, [t.prompt for t in tasks], n=samples, max_new_tokens=cfg.max_completion_length,
                       temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.generation_batch_size, seed=seed,
                       progress="best-of-k samples")
-    counts = []
-    for task, row in zip(tasks, rollouts):
-        outcomes = env.score_many([task] * len(row), [r.text for r in row])
-        counts.append((len(row), sum(o.reward >= cfg.success_reward_threshold for o in outcomes)))
-    return counts
+    from resd.eval.scoring import score_rollouts
+
+    return [(len(row), sum(o.reward >= cfg.success_reward_threshold for o in outcomes))
+            for row, outcomes in zip(rollouts, score_rollouts(env, tasks, rollouts))]
 
 
 def run_discovery(*, env_name: str, count: int, attempts: int, trials: int = 1, split: str = "test",

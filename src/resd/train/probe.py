@@ -307,7 +307,8 @@ def choose_slots(result: ProbeResult) -> TeacherSlots:
 # ----------------------------------------------------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--env", required=True, help="environment name (`resd envs` lists them) or module:Class")
+    parser.add_argument("--env", default=None, help="environment name (`resd envs` lists them) or module:Class "
+                        "(default: the config's)")
     parser.add_argument("--model", default=None, help="model spec (default: the config's, smollm2-135m)")
     parser.add_argument("--config", default=None, metavar="FILE",
                         help="training config: its method's template, sampling, budgets and context settings")
@@ -326,8 +327,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.tasks < 1 or args.samples < 1:
         raise UserError("--tasks and --samples must be >= 1")
+    if not args.env and not args.config:
+        raise UserError("give --env NAME (or --config FILE naming one)")
     options = parse_env_options(args.env_opt)
-    values: dict[str, Any] = {"env": args.env}
+    values: dict[str, Any] = {"env": args.env} if args.env else {}
     if options:
         values["env_options"] = options
     if args.model:

@@ -316,6 +316,7 @@ class RESDTrainer:
             "success_rate": float(np.mean([r >= cfg.success_reward_threshold for r in rewards])),
             "truncated_fraction": float(np.mean([s.truncated for s in samples])),
             "completion_tokens_mean": float(np.mean([len(s.completion_ids) for s in samples])),
+            "judge_errors": sum("judge_error" in s.outcome.details for s in samples),
             "lr": float(self.policy.scheduler.get_last_lr()[0]),
         }
 

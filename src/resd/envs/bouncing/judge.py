@@ -7,18 +7,18 @@ deterministic and side-effect free, so it can be tested on hand-made harness res
 from __future__ import annotations
 
 import ast
+import json
 import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from resd.envs.base import Outcome, clip_feedback
+from resd.envs.text import extract_python
 from resd.envs.bouncing.engine import mean_distance
 from resd.envs.bouncing.prompt import ALLOWED_IMPORTS, CALL_TIME_LIMIT, TOLERANCE
 from resd.envs.bouncing.scene import Scene, distance_to_walls
 
-_CODE_BLOCK = re.compile(r"```(?:python|py|python3)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
-_THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
 # Built-ins that would give the program I/O or a way around the import rule.
 FORBIDDEN_CALLS = ("__import__", "open", "exec", "eval", "compile", "input", "breakpoint")
 INTROSPECTION = frozenset({"f_back", "f_globals", "f_locals", "tb_frame", "gi_frame", "cr_frame", "__globals__",
@@ -32,12 +32,9 @@ PENETRATION_SLACK = 1.0
 
 
 def extract_program(completion: str) -> str | None:
-    """The last ```python (or bare ```) block after any <think> section; None when there is none."""
-    text = _THINK.sub("", completion)
-    if "</think>" in text:  # an unclosed <think> opener was cut off: keep what follows the closer
-        text = text.rsplit("</think>", 1)[1]
-    blocks = _CODE_BLOCK.findall(text)
-    return blocks[-1].strip("\n") if blocks else None
+    """The last closed ```python (or bare ```) block after the reasoning; None when there is none."""
+    program = extract_python(completion, allow_unclosed=False)
+    return program.strip("\n") if program is not None else None
 
 
 def static_problems(program: str) -> str | None:
@@ -47,6 +44,8 @@ def static_problems(program: str) -> str | None:
     except SyntaxError as exc:
         line = (exc.text or "").rstrip()
         return f"SyntaxError: {exc.msg} (line {exc.lineno}){': ' + line.strip() if line else ''}"
+    except (ValueError, RecursionError, MemoryError) as exc:  # null bytes, surrogates, absurd nesting
+        return f"SyntaxError: the program cannot be parsed ({type(exc).__name__})"
     for node in ast.walk(tree):
         modules: list[str] = []
         if isinstance(node, ast.Import):
@@ -70,6 +69,33 @@ def static_problems(program: str) -> str | None:
     if not defines:
         return "the program does not define predict_position(t) at the top level"
     return None
+
+
+def parse_results(payload: str, n_times: int, n_balls: int) -> list[dict[str, Any]] | None:
+    """The harness's result line, checked: one {"status": ...} per timestamp and, for "ok", a
+    list of finite [x, y] pairs (a wrong count is the judge's to report, up to 4 x `n_balls`).
+    None for anything else (the program may have printed a forged line); never raises."""
+    try:
+        parsed = json.loads(payload)
+    except (ValueError, RecursionError, MemoryError):
+        return None
+    if not isinstance(parsed, list) or len(parsed) != n_times:
+        return None
+    clean = []
+    for item in parsed:
+        if not isinstance(item, dict) or not isinstance(item.get("status"), str):
+            return None
+        if item["status"] != "ok":
+            clean.append({"status": item["status"][:40], "message": str(item.get("message", ""))[:800]})
+            continue
+        value = item.get("value")
+        if not (isinstance(value, list) and len(value) <= 4 * n_balls and all(
+                isinstance(p, list) and len(p) == 2 and all(
+                    isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) for c in p)
+                for p in value)):
+            return None
+        clean.append({"status": "ok", "value": [[float(x), float(y)] for x, y in value]})
+    return clean
 
 
 @dataclass(frozen=True)

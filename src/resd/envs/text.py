@@ -1,0 +1,68 @@
+"""Reading a model's answer out of its completion: the reasoning cut off, the code block found.
+
+Every function here is linear in the completion's length whatever it holds (a policy writes
+100 KB of unclosed `<think>` tags as readily as anything else) and never raises.
+"""
+
+from __future__ import annotations
+
+import re
+
+MAX_COMPLETION_CHARS = 200_000
+"""Judges refuse longer completions (reward 0) instead of parsing them."""
+
+_OPEN, _CLOSE = "<think>", "</think>"
+# A fence line: optional indentation, three or more backticks, an optional language tag.
+_FENCE_LINE = re.compile(r"^[ \t]{0,3}(`{3,})[ \t]*([A-Za-z0-9_+-]*)[ \t]*$")
+
+
+def strip_reasoning(text: str) -> str:
+    """The answer part of a completion: what follows the first `</think>` (the model's reasoning
+    comes first; chat templates may open the block in the prompt, so the opening tag is optional).
+    With an opening `<think>` and no closing one the reasoning never ended, so there is no answer
+    (only what came before the tag). Later `</think>` strings, say in a program, are kept."""
+    if not isinstance(text, str):
+        return ""
+    lowered = text.lower()
+    close = lowered.find(_CLOSE)
+    if close < 0:
+        opened = lowered.find(_OPEN)
+        return (text[:opened] if opened >= 0 else text).strip()
+    return text[close + len(_CLOSE):].strip()
+
+
+def fenced_blocks(text: str) -> list[tuple[str, str, bool]]:
+    """(language, body, closed) of every fenced code block, in order. A fence closes only on a
+    line of its own with at least as many backticks as opened it, so backticks inside the code
+    (a string holding three backticks) do not end it; an unclosed last block runs to the end."""
+    blocks: list[tuple[str, str, bool]] = []
+    open_ticks, lang, body = 0, "", []  # 0: outside a block
+    for line in text.split("\n"):
+        m = _FENCE_LINE.match(line)
+        if open_ticks == 0:
+            if m:
+                open_ticks, lang, body = len(m.group(1)), m.group(2).lower(), []
+        elif m and not m.group(2) and len(m.group(1)) >= open_ticks:
+            blocks.append((lang, "\n".join(body) + "\n", True))
+            open_ticks = 0
+        else:
+            body.append(line)
+    if open_ticks:
+        blocks.append((lang, "\n".join(body) + ("\n" if body else ""), False))
+    return blocks
+
+
+PYTHON_TAGS = ("python", "py", "python3")
+
+
+def extract_python(completion: str, *, allow_unclosed: bool = True) -> str | None:
+    """The program in a completion: after the reasoning, the last non-empty ```python block (an
+    unclosed last block counts when `allow_unclosed`, as generation may stop at the token limit),
+    else the last untagged ``` block; None if neither."""
+    answer = strip_reasoning(completion)
+    blocks = [(lang, body) for lang, body, closed in fenced_blocks(answer) if closed or allow_unclosed]
+    for wanted in (PYTHON_TAGS, ("",)):
+        bodies = [body for lang, body in blocks if lang in wanted and body.strip()]
+        if bodies:
+            return bodies[-1]
+    return None
