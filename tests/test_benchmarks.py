@@ -23,6 +23,7 @@ CASES = {
     "context_overhead.py": ["--model", "tiny-random", "--batch", "2", "--steps", "1", "--max-new-tokens", "8"],
     "step_latency.py": ["--model", "tiny-random", "--env", "constraints", "--batch-size", "2", "--updates", "1", "--max-new-tokens", "8",
                         "--context-tokens", "8"],
+    "sandbox_overhead.py": ["--repeats", "2"],
 }
 
 

@@ -249,7 +249,7 @@ class Playbook:
                 book._entries[entry.id] = entry
         except (KeyError, TypeError, ValueError) as exc:
             raise UserError(f"malformed playbook entry ({exc!r}); each needs 'id' and 'content'") from exc
-        numbers = [int(m.group(1)) for i in book._entries if (m := re.search(r"(\d+)$", i))]
+        numbers = [int(m.group(1)) for i in book._entries if (m := re.search(r"(\d{1,9})$", i))]
         book._counter = max([int(state.get("counter", 0)), *numbers, 0])
         return book
 

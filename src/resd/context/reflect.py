@@ -173,7 +173,7 @@ def _canonical_id(raw: str, known: set[str]) -> str | None:
     raw = raw.strip("[] ").lower()
     if raw in known:
         return raw
-    m = re.fullmatch(r"([a-z0-9]+)-(\d+)", raw)
+    m = re.fullmatch(r"([a-z0-9]{1,12})-(\d{1,9})", raw)  # bounded: no 4,301-digit int() to choke on
     if m:
         padded = f"{m.group(1)}-{int(m.group(2)):05d}"
         if padded in known:

@@ -5,11 +5,11 @@ RUN/checkpoints/latest/ contains
     teacher.safetensors   the EMA teacher's copy of the same tensors (absent for GRPO)
     optimizer.pt          AdamW state          scheduler.pt   LR schedule state
     context.json          playbook + solution buffer + updater state
-    rng_rank<R>.pt        python / numpy / torch RNG states of each process
+    rng_rank<R>.json      python / numpy / torch RNG states of each process
     state.json            step, data position, counters, eval history, data order
 
 Writes go through `resd.files.replace_dir_atomic`: a kill at any moment leaves either the old or
-the new checkpoint, never half of one.
+the new checkpoint, never half of one. Reading runs no pickled code (see `load_checkpoint`).
 """
 
 from __future__ import annotations
@@ -23,23 +23,31 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from resd.errors import UserError
 from resd.files import old_copy, replace_dir_atomic
 from resd.train.teacher import trainable_parameters
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Python, NumPy and torch (and CUDA) generator states as plain JSON-able values."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {"python": [version, list(internal), gauss],
+                             "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+                             "torch": torch.get_rng_state().tolist()}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
 
 
 def student_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -78,7 +86,7 @@ def save_checkpoint(
         if context_state is not None:
             (tmp / "context.json").write_text(json.dumps(context_state))
         for rank, rng in enumerate(rng_states):
-            torch.save(rng, tmp / f"rng_rank{rank}.pt")
+            (tmp / f"rng_rank{rank}.json").write_text(json.dumps(rng))
         (tmp / "state.json").write_text(json.dumps(state, indent=2))
 
 
@@ -93,6 +101,22 @@ def find_checkpoint(directory: Path) -> Path | None:
     return None
 
 
+def _damaged(path: Path, exc: BaseException) -> UserError:
+    return UserError(f"checkpoint file {path} is damaged or incomplete ({type(exc).__name__}: {str(exc)[:120]}); "
+                     f"restore it, or start the run again")
+
+
+def _read(path: Path, how):
+    if not path.exists():
+        raise UserError(f"checkpoint file {path} is missing; restore it, or start the run again")
+    try:
+        return how(path)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure to parse is a damaged file
+        raise _damaged(path, exc) from exc
+
+
 def load_checkpoint(
     directory: Path,
     *,
@@ -104,16 +128,24 @@ def load_checkpoint(
 ) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
     """Restore model, teacher, optimiser and scheduler in place.
 
-    Returns (state, context_state, rng_state of this rank); the caller applies the last two.
+    Nothing here runs pickled code: tensors come from safetensors, the optimiser and scheduler
+    states through `torch.load(weights_only=True)`, everything else from JSON. A damaged or missing
+    file is one UserError naming it. Returns (state, context_state, rng_state of this rank); the
+    caller applies the last two.
     """
-    load_student_tensors(model, load_file(str(directory / "student.safetensors")))
+    directory = Path(directory)
+    state = _read(directory / "state.json", lambda p: json.loads(p.read_text()))
+    load_student_tensors(model, _read(directory / "student.safetensors", lambda p: load_file(str(p))))
     if teacher is not None:
-        teacher.load_state_tensors(load_file(str(directory / "teacher.safetensors")))
-    optimizer.load_state_dict(torch.load(directory / "optimizer.pt", weights_only=False))
-    scheduler.load_state_dict(torch.load(directory / "scheduler.pt", weights_only=False))
+        teacher.load_state_tensors(_read(directory / "teacher.safetensors", lambda p: load_file(str(p))))
+    optimizer.load_state_dict(_read(directory / "optimizer.pt", lambda p: torch.load(p, weights_only=True)))
+    scheduler.load_state_dict(_read(directory / "scheduler.pt", lambda p: torch.load(p, weights_only=True)))
     context_path = directory / "context.json"
-    context_state = json.loads(context_path.read_text()) if context_path.exists() else None
-    rng_path = directory / f"rng_rank{rank}.pt"
-    rng = torch.load(rng_path, weights_only=False) if rng_path.exists() else None
-    state = json.loads((directory / "state.json").read_text())
+    context_state = _read(context_path, lambda p: json.loads(p.read_text())) if context_path.exists() else None
+    rng_path = directory / f"rng_rank{rank}.json"
+    if not rng_path.exists() and (directory / f"rng_rank{rank}.pt").exists():
+        raise UserError(f"{directory} was written by resd 0.1, which kept random-generator states as pickles; "
+                        f"loading a pickle can run code, so this resd does not: resume it with resd 0.1 or "
+                        f"start the run again")
+    rng = _read(rng_path, lambda p: json.loads(p.read_text())) if rng_path.exists() else None
     return state, context_state, rng

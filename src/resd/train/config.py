@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import sys
 import types
 import typing
@@ -223,31 +224,43 @@ class RESDConfig:
         return json_safe(dataclasses.asdict(self))
 
 
+def _finite(*values: float | None) -> bool:
+    return all(v is None or math.isfinite(v) for v in values)
+
+
 def validate(cfg: RESDConfig) -> None:
     """Value checks that types alone cannot express; each names the key and a valid value."""
+    sizes = ("batch_size", "inner_updates", "min_updates", "num_generations", "max_completion_length",
+             "max_prompt_length", "generation_batch_size", "micro_batch_size", "distillation_topk",
+             "max_teacher_prompt_length", "eval_k", "probe_tasks", "probe_samples", "checkpoint_every")
+    optional_sizes = ("train_limit", "max_batches", "max_steps", "eval_every", "eval_limit", "eval_max_new_tokens")
+    numbers = ("temperature", "top_p", "learning_rate", "weight_decay", "adam_beta1", "adam_beta2", "max_grad_norm",
+               "distillation_alpha", "ratio_min", "ratio_max", "rebalance_a", "rebalance_b",
+               "success_reward_threshold", "teacher_update_rate", "grpo_epsilon_low", "grpo_epsilon_high")
     checks: list[tuple[bool, str]] = [
         (cfg.method in METHODS, f"method={cfg.method!r}: choose one of {', '.join(METHODS)}"),
         (cfg.context_engine in CONTEXT_ENGINES,
          f"context_engine={cfg.context_engine!r}: choose one of {', '.join(CONTEXT_ENGINES)}"),
-        (cfg.batch_size >= 1, "batch_size must be >= 1"),
-        (cfg.inner_updates >= 1, "inner_updates (K) must be >= 1"),
-        (1 <= cfg.min_updates, "min_updates must be >= 1"),
-        (cfg.num_generations >= 1, "num_generations (N) must be >= 1"),
+        *((getattr(cfg, k) >= 1, f"{k} must be >= 1 (got {getattr(cfg, k)})") for k in sizes),
+        *((getattr(cfg, k) is None or getattr(cfg, k) >= 1, f"{k} must be >= 1 or null (got {getattr(cfg, k)})")
+          for k in optional_sizes),
+        *((_finite(getattr(cfg, k)), f"{k} must be a finite number (got {getattr(cfg, k)})") for k in numbers),
+        (0 <= cfg.seed < 2**32, f"seed must be in [0, 2^32) (got {cfg.seed})"),
         (cfg.temperature >= 0, "temperature must be >= 0"),
         (0 < cfg.top_p <= 1, "top_p must be in (0, 1]"),
-        (cfg.max_completion_length >= 1, "max_completion_length must be >= 1"),
         (cfg.learning_rate > 0, "learning_rate must be > 0"),
         (cfg.warmup_steps >= 0, "warmup_steps must be >= 0"),
-        (cfg.micro_batch_size >= 1, "micro_batch_size must be >= 1"),
+        (cfg.weight_decay >= 0, "weight_decay must be >= 0"),
+        (0 <= cfg.adam_beta1 < 1 and 0 <= cfg.adam_beta2 < 1, "adam_beta1 and adam_beta2 must be in [0, 1)"),
+        (cfg.max_grad_norm is None or cfg.max_grad_norm > 0,
+         f"max_grad_norm must be > 0 or null (got {cfg.max_grad_norm}; a negative clip would flip the gradients)"),
         (0 <= cfg.distillation_alpha <= 1, "distillation_alpha must be in [0, 1]"),
-        (cfg.distillation_topk >= 1, "distillation_topk must be >= 1"),
         (cfg.ratio_min is None or cfg.ratio_min > 0, "ratio_min must be > 0 or null"),
         (cfg.ratio_max is None or cfg.ratio_max > 0, "ratio_max must be > 0 or null"),
+        (cfg.rebalance_a >= 0 and cfg.rebalance_b >= 0, "rebalance_a and rebalance_b must be >= 0"),
         (0 <= cfg.teacher_update_rate <= 1, "teacher_update_rate (eta) must be in [0, 1]"),
-        (cfg.eval_k >= 1, "eval_k must be >= 1"),
-        (cfg.probe_tasks >= 1 and cfg.probe_samples >= 1, "probe_tasks and probe_samples must be >= 1"),
-        (cfg.eval_every is None or cfg.eval_every >= 1, "eval_every must be >= 1 or null"),
-        (cfg.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
+        (0 <= cfg.grpo_epsilon_low < 1 and cfg.grpo_epsilon_high >= 0,
+         "grpo_epsilon_low must be in [0, 1) and grpo_epsilon_high >= 0"),
         (cfg.distillation_mode != "sampled_token" or cfg.distillation_alpha == 1.0,
          "distillation_mode=sampled_token estimates the reverse KL only: set distillation_alpha=1"),
         (cfg.method != "grpo" or cfg.num_generations >= 2,
@@ -272,9 +285,12 @@ def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if resolved in _seen:
         raise UserError(f"config {str(path)!r} includes itself through `base:`")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"config {str(path)!r} is not valid YAML: {exc}") from exc
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"config {str(path)!r} cannot be read: {exc}") from exc
+    if not text.strip():
+        raise UserError(f"config {str(path)!r} is empty; write key: value lines (see configs/smoke.yaml)")
+    data = parse_yaml(text, str(path))
     if not isinstance(data, dict):
         raise UserError(f"config {str(path)!r} must be a mapping of key: value")
     base = data.pop("base", None)
@@ -282,6 +298,40 @@ def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         return data
     base_path = (path.parent / str(base)) if not Path(str(base)).is_absolute() else Path(str(base))
     return deep_merge(read_yaml(base_path, (*_seen, resolved)), data)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML without aliases (a few lines of anchors can expand to gigabytes) and without
+    duplicate keys (YAML keeps the last one silently)."""
+
+    def compose_node(self, parent, index):  # type: ignore[override]
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise UserError(f"YAML aliases (*{event.anchor}) are not allowed in resd configs "
+                            f"(line {event.start_mark.line + 1}); use `base:` to share settings")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):  # type: ignore[override]
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise UserError(f"config key {key!r} appears twice (line {key_node.start_mark.line + 1}); "
+                                f"keep one")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, where: str = "config") -> Any:
+    """YAML text -> data; bad YAML, aliases and duplicate keys are one UserError naming `where`."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except UserError as exc:
+        raise UserError(f"config {where!r}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"config {where!r} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    except RecursionError:
+        raise UserError(f"config {where!r} is nested too deeply") from None
 
 
 def deep_merge(low: dict[str, Any], high: dict[str, Any]) -> dict[str, Any]:

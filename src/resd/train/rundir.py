@@ -111,9 +111,11 @@ class RunDir:
             if not line:
                 continue
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
-                break  # a line cut by a kill: everything after it is from the lost step
+                continue  # a line cut by a kill (or damaged): drop it, keep the lines after it
+            if isinstance(row, dict):
+                rows.append(row)
         return rows
 
     def truncate_after(self, step: int) -> None:
@@ -121,7 +123,8 @@ class RunDir:
         for path in (self.metrics, self.evals, self.context_log):
             if not path.exists():
                 continue
-            rows = [r for r in self.read_jsonl(path) if int(r.get("step", 0)) <= step]
+            rows = [r for r in self.read_jsonl(path) if isinstance(r.get("step", 0), (int, float))
+                    and r.get("step", 0) <= step]
             write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
         for snap in self.playbooks.glob("step_*.json"):
             if int(snap.stem.split("_")[1]) > step:

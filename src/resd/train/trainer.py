@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from tqdm.auto import tqdm
 
 from resd.context import ContextStep, ScoredSample, fit_teacher_prompt, teacher_messages, teacher_stats
@@ -56,7 +55,7 @@ from resd.generation import encode_prompts, sample
 from resd.train.build import (automatic_slots, build_accelerator, build_context_engine, build_environment,
                               build_policy, build_run_dir, build_stream, build_update, seed_everything)
 from resd.train.checkpoint import find_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from resd.train.config import RESDConfig, config_from_dict
+from resd.train.config import RESDConfig, config_from_dict, parse_yaml
 from resd.train.evaluation import EVAL_KEYS, evaluate_at
 from resd.train.health import HealthMonitor
 from resd.train.ranks import Ranks
@@ -135,7 +134,7 @@ class RESDTrainer:
             raise UserError(f"{str(run_dir)!r} is not a run directory (no config.yaml); pass the RUN dir `resd train` printed")
         if find_checkpoint(run.latest) is None:
             raise UserError(f"{str(run_dir)!r} has no checkpoint yet (checkpoints/latest); start the run again instead")
-        cfg = config_from_dict(yaml.safe_load(run.config.read_text()))
+        cfg = config_from_dict(parse_yaml(run.config.read_text(), str(run.config)))
         cfg.output_dir = str(run.root)
         return cls(cfg, resume_from=run.root, **kwargs)
 

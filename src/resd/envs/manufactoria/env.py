@@ -16,7 +16,8 @@ from typing import Any, ClassVar
 
 from resd.envs.base import Environment, Outcome, Split, Task
 from resd.envs.manufactoria.dsl import MAX_STEPS
-from resd.envs.manufactoria.generators import SEED, Problem, generated_splits
+from resd.envs.manufactoria.generators import SEED, Criterion, Problem, generated_splits
+from resd.envs.manufactoria.solutions import reference_program
 from resd.envs.manufactoria.scoring import REWARD_MODES, RewardMode, score_completion
 from resd.errors import UserError
 
@@ -207,6 +208,15 @@ class ManufactoriaHas(Environment):
         if not rows:
             raise UserError(f"{path}: no {split} rows found")
         return [record_to_task(r, f"{path} row {i}") for i, r in enumerate(rows)]
+
+    def reference_solution(self, task: Task) -> str | None:
+        """A factory that passes every test, for generated tasks (their criterion is known)."""
+        raw = task.meta.get("criterion")
+        if not isinstance(raw, dict):
+            return None
+        criterion = Criterion(family=raw["family"], pattern=raw.get("pattern", ""),
+                              requirements=tuple((c, int(n)) for c, n in raw.get("requirements", [])))
+        return f"```manufactoria\n{reference_program(criterion)}```"
 
     def score(self, task: Task, completion: str) -> Outcome:
         tests = task.meta.get("tests") or []
