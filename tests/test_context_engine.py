@@ -72,9 +72,9 @@ class ScriptedModel:
 
 def resd_answer(user: str) -> str:
     if "CHECKER FEEDBACK" in user:
-        return "DIAGNOSIS: the answer ignored rule 1 about brevity.\nTAGS: NONE"
+        return "DIAGNOSIS: the answer ignored rule 1 about brevity, so the rule FAIL came back.\nTAGS: NONE"
     if "WHAT WENT WRONG" in user:
-        return "ADD rules: keep every answer under ten words."
+        return "ADD rules: keep every answer under ten words to pass rule 1."
     return "TAGS: NONE"
 
 

@@ -244,3 +244,39 @@ def test_a_varied_diagnosis_is_not_taken_for_a_loop(book):
             "number 7 must stay in digits because the second rule checks for at least one digit.")
     assert parse_reflection(text, book.ids()).ok
     assert not is_degenerate(text)
+
+
+# --- relatedness: the teacher never reads a "diagnosis" of something else ------------------------
+
+REAL_DIAGNOSES = {
+    'Start your response with the word "Once".': 'The answer starts with "1" instead of the word "Once"; '
+                                                 'the first word must be Once.',
+    "Write exactly 3 sentences.": "Only one sentence was written, but the task asks for exactly 3 sentences.",
+    "Answer with exactly 3 bullet points": 'The answer has no bullet points: write 3 lines that each start '
+                                           'with "- ".',
+    'Do not use the word "is".': 'The word "is" was used once; rewrite the sentence without using it.',
+}
+
+
+def test_real_smollm2_answers_about_something_else_are_dropped_and_real_diagnoses_kept():
+    """tests/fixtures/smollm2_context_answers.json: SmolLM2-135M's raw reflector and curator
+    answers on failed `constraints` attempts (recorded 2026-11-29, greedy). Most that parse are
+    about the topic ("The game of chess is played by two players...") or repeat the attempt."""
+    import json
+    from pathlib import Path
+
+    from resd.context.reflect import about_the_failure, parse_reflection
+
+    records = json.loads((Path(__file__).parent / "fixtures" / "smollm2_context_answers.json").read_text())
+    parsed = [(r, parse_reflection(r["answer"], [], source=r["task"] + r["attempt"]))
+              for r in records if r["phase"] == "reflection"]
+    parsed = [(r, p) for r, p in parsed if p.ok]
+    assert len(parsed) >= 8
+    kept = [p.diagnosis for r, p in parsed
+            if about_the_failure(p.diagnosis, feedback=r["feedback"], attempt=r["attempt"], task=r["task"])]
+    assert len(kept) <= 1, kept  # one echo that happens to mention the start word slips through
+    for record in records:
+        for rule, diagnosis in REAL_DIAGNOSES.items():
+            if rule in record["task"] and record["phase"] == "reflection":
+                assert about_the_failure(diagnosis, feedback=record["feedback"], attempt=record["attempt"],
+                                         task=record["task"]), (rule, diagnosis)

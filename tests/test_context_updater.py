@@ -23,9 +23,9 @@ class FakeModel:
     """Deterministic stand-in for `generate`: answers each kind of prompt in the expected format,
     tags every playbook id it is shown, and records each call."""
 
-    LESSONS = ["Reject when the tape is empty.", "Declare every state you branch to.",
-               "Put the program in one code block.", "Skip colours outside the pattern.",
-               "Count symbols before accepting.", "Never loop without reading a symbol."]
+    LESSONS = ["Edge case: reject when the tape is empty.", "Edge case: declare every state you branch to.",
+               "Edge case: put the program in one code block.", "Edge case: skip colours outside the pattern.",
+               "Edge case: count symbols before accepting.", "Edge case: never loop without reading a symbol."]
 
     def __init__(self, *, tag: str = "helpful", lesson: str | None = None, garbage: bool = False) -> None:
         self.calls: list[tuple[int, int, float]] = []
@@ -44,7 +44,7 @@ class FakeModel:
         pid = problem.group(1) if problem else "?"
         tags = "\n".join(f"{i} {self.tag}" for i in ids) or "NONE"
         if "CHECKER FEEDBACK" in user:
-            return f"DIAGNOSIS: The answer to {pid} missed an edge case.\nTAGS:\n{tags}"
+            return f"DIAGNOSIS: The answer to {pid} missed an edge case, so some tests never passed.\nTAGS:\n{tags}"
         if "SUCCESSFUL ATTEMPT" in user:
             return f"TAGS:\n{tags}"
         if "WHAT WENT WRONG" in user:
@@ -80,9 +80,9 @@ def test_reflection_tags_and_curation_update_the_playbook():
     updater, _ = make()
     updater.update(1, [sample("a", ok=False)])
     book = updater.playbook()
-    assert [e.content for e in book.entries()] == ["Reject when the tape is empty."]
+    assert [e.content for e in book.entries()] == ["Edge case: reject when the tape is empty."]
     assert book.entries()[0].section == "mistakes" and book.entries()[0].created_step == 1
-    assert updater.reflection("a") == "The answer to a missed an edge case."
+    assert updater.reflection("a") == "The answer to a missed an edge case, so some tests never passed."
     stats = updater.update(2, [sample("b", ok=False), sample("c", ok=True)])
     first = book.entries()[0]
     # tagged helpful once by b's reflection and once by c's success tagging, both at step 2
@@ -92,7 +92,7 @@ def test_reflection_tags_and_curation_update_the_playbook():
 
 
 def test_near_duplicate_lessons_are_added_once():
-    updater, _ = make(lesson="Always check the empty tape first.")
+    updater, _ = make(lesson="Always check the empty tape first: it is the edge case.")
     stats = updater.update(1, [sample(f"p{i}", ok=False) for i in range(3)])
     assert stats["context/added"] == 1 and stats["context/duplicates"] == 2
     stats = updater.update(2, [sample("p9", ok=False)])
@@ -145,9 +145,9 @@ def test_buffer_is_bounded():
 def test_per_example_scope_keeps_lessons_apart():
     updater, _ = make(ContextConfig(playbook_scope="per_example"))
     updater.update(1, [sample("a", ok=False), sample("b", ok=False)])
-    assert "Reject when the tape is empty." in updater.playbook_text("a")
-    assert "Declare every state" in updater.playbook_text("b")
-    assert "Declare every state" not in updater.playbook_text("a")
+    assert "Edge case: reject when the tape is empty." in updater.playbook_text("a")
+    assert "declare every state" in updater.playbook_text("b")
+    assert "declare every state" not in updater.playbook_text("a")
     assert updater.playbook_text("never-seen") == ""
     assert updater.playbook_size() == 1.0
 

@@ -114,3 +114,27 @@ def test_an_update_without_tokens_takes_no_step(tmp_path):
     result = update.apply([])
     assert not result.updated and result.loss == 0.0 and result.distill_tokens == 0
     assert all(torch.equal(b, p) for b, p in zip(before, policy.student.parameters()))
+
+
+def test_a_policy_gradient_term_adds_to_the_distillation_loss(tmp_path):
+    """pg_coef (dGRPO-style): per token D_t on distilled tokens + c * (-A_i) on every response token,
+    averaged over all response tokens; a sample without a teacher still learns from its advantage."""
+    policy, update = _update(tmp_path, "sdpo", pg_coef=0.5)
+    tok = policy.tokenizer
+    c0, c1 = _completions(2)
+    prompt = tok(PROMPT.format(i=0))["input_ids"]
+    distilled = UpdateItem(prompt, c0, [1.0] * len(c0), teacher_prompt_ids=tok(TEACHER.format(i=0))["input_ids"],
+                           advantage=0.25)
+    reward_only = UpdateItem(prompt, c1, [0.0] * len(c1), teacher_prompt_ids=prompt, advantage=-0.5)
+    divergence = _divergence(policy, [distilled], alpha=1.0, topk=100)
+    n = len(c0) + len(c1)
+    expected = (float(divergence.sum()) + 0.5 * (-0.25 * len(c0) + 0.5 * len(c1))) / n
+    assert update.apply([distilled, reward_only], n_tokens=n).loss == pytest.approx(expected, rel=1e-5)
+
+
+def test_pg_coef_needs_groups():
+    from resd.errors import UserError
+    from resd.train import load_config
+
+    with pytest.raises(UserError, match="pg_coef"):
+        load_config(method="resd", pg_coef=1.0)  # RESD samples one answer per prompt

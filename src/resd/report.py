@@ -430,6 +430,17 @@ def run_summary_text(run_dir: str | Path) -> str:
         for e in evals:
             lines.append(f"  {int(e['step']):>5} {int(e.get('rollouts', 0)):>9} "
                          + " ".join(f"{float(e[m]):>16.3f}" for m in EVAL_METRICS))
+    summary = json.loads((root / "summary.json").read_text()) if (root / "summary.json").exists() else {}
+    quality = summary.get("context_quality") or {}
+    if quality.get("reflection_requests"):
+        q = quality
+        lines.append(f"context: {int(q['reflection_requests'])} reflections asked, "
+                     f"{int(q.get('reflections', 0) + q.get('reflections_unrelated', 0))} parsed, "
+                     f"{int(q.get('reflections', 0))} kept, {int(q.get('reflections_unrelated', 0))} dropped as "
+                     f"unrelated to the attempt; {int(q.get('added', 0))} playbook entries added, "
+                     f"{int(q.get('entries_unrelated', 0))} dropped as unrelated")
+    for warning in summary.get("health_warnings", []):
+        lines.append(f"health warning at step {warning.get('step')}: {warning.get('message')}")
     batches = stream_rewards(metrics)
     if batches:
         lines.append("training reward on each batch, by inner iteration (same prompts, re-generated):")

@@ -87,6 +87,40 @@ def is_echo(text: str, source: str, *, n: int = 4, threshold: float = 0.6) -> bo
     return len(grams & _ngrams(source, n)) / len(grams) >= threshold
 
 
+_STOPWORDS = frozenset("""
+a about above after again against all also am an and any are as at be because been before being below between
+both but by can could did do does doing down during each few for from further had has have having he her here
+hers him his how i if in into is it its itself just me more most my no nor not now of off on once only or other
+our out over own same she should so some such than that the their them then there these they this those through
+to too under until up very was we were what when where which while who whom why will with would you your yours
+""".split()) - {"once"}  # "once" is also a start word the constraints task asks for
+MIN_SHARED_TERMS = 2
+"""Content words a reflection or playbook entry must share with what it is about (feedback, or the
+task when there is no feedback) to be kept: fewer, and it is not about this failure."""
+
+
+def content_words(text: str) -> set[str]:
+    """Lower-cased words of 3+ letters that are not function words."""
+    return {w for w in re.findall(r"[a-z][a-z0-9']{2,}", text.lower()) if w not in _STOPWORDS}
+
+
+def about_the_failure(text: str, *, feedback: str, attempt: str, task: str, minimum: int = MIN_SHARED_TERMS) -> bool:
+    """Whether a reflector's diagnosis (or a curated entry) talks about this failure: it shares at
+    least `minimum` content words with the environment's feedback (with the task when the feedback
+    is empty), and is not mostly a copy of the attempt. A small model asked to diagnose
+    often writes about the task's topic instead ("Autumn leaves are a beautiful sight..." for an
+    answer that broke a start-word rule) or repeats its own answer; a teacher reading that learns
+    nothing about the failure (tests/fixtures/smollm2_context_answers.json)."""
+    words = content_words(text)
+    if not words:
+        return False
+    anchor = content_words(feedback) or content_words(task)
+    if len(words & anchor) < min(minimum, len(anchor)):
+        return False
+    copied = words & content_words(attempt)
+    return len(copied) < 0.6 * len(words) or len(words & content_words(feedback)) >= 3
+
+
 def is_degenerate(text: str, *, n: int = 4, min_grams: int = 8, min_distinct: float = 0.5,
                   window: int = 48) -> bool:
     """True when the text loops: fewer than half of the word 4-grams are distinct, in the whole

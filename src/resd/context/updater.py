@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 from resd.context.buffer import SolutionBuffer
 from resd.context.playbook import ConciseSchedule, Playbook
 from resd.context.reflect import (
+    about_the_failure,
     DEFAULT_SECTIONS,
     build_curator_messages,
     build_reflector_messages,
@@ -33,6 +34,7 @@ from resd.context.reflect import (
     select_new_entries,
 )
 from resd.envs.base import Outcome
+from resd.envs.text import strip_reasoning
 from resd.errors import UserError
 from resd.files import write_json_atomic
 
@@ -43,11 +45,12 @@ greedy). `resd.generation.make_generate_fn(model, tokenizer)` builds one from a 
 
 SCOPES = ("global", "per_example")
 STAT_KEYS: tuple[str, ...] = tuple(f"context/{k}" for k in (
-    "failures", "successes", "reflection_requests", "reflections", "reflections_unstructured",
+    "failures", "successes", "reflection_requests", "reflections", "reflections_unrelated", "reflections_unstructured",
     "tagging_requests", "curation_requests", "parse_failures", "reflection_parse_failures",
     "tagging_parse_failures", "curation_parse_failures", "tags_helpful", "tags_harmful",
-    "tags_neutral", "unknown_tag_ids", "added", "duplicates", "rejected_entries", "removed",
+    "tags_neutral", "unknown_tag_ids", "added", "duplicates", "rejected_entries", "entries_unrelated", "removed",
     "concise_frequency", "concise_limit", "playbook_size", "buffer_size", "generate_calls",
+    "reflection_parsed_share", "reflection_kept_share", "reflection_unrelated_share",
 )) + ("time/reflection", "time/curation")
 """Every key `ContextUpdater.update` returns (always all of them, so logs have fixed columns)."""
 STATE_VERSION = 1
@@ -227,6 +230,11 @@ class ContextUpdater:
         stats["context/parse_failures"] = (stats["context/reflection_parse_failures"]
                                            + stats["context/tagging_parse_failures"]
                                            + stats["context/curation_parse_failures"])
+        requests = stats["context/reflection_requests"]
+        parsed = stats["context/reflections"] + stats["context/reflections_unrelated"]
+        stats["context/reflection_parsed_share"] = parsed / requests if requests else 0.0
+        stats["context/reflection_kept_share"] = stats["context/reflections"] / requests if requests else 0.0
+        stats["context/reflection_unrelated_share"] = stats["context/reflections_unrelated"] / requests if requests else 0.0
         stats["context/playbook_size"] = self.playbook_size()
         stats["context/buffer_size"] = float(len(self.buffer))
         return dict(stats)
@@ -290,11 +298,18 @@ class ContextUpdater:
                 stats["context/reflection_requests"] += 1
                 parsed = parse_reflection(text, book.ids(), max_chars=cfg.max_reflection_chars,
                                           source="\n".join(m["content"] for m in prompt))
-                self._log("reflection", sample, text, parsed.ok)
                 stats["context/unknown_tag_ids"] += parsed.unknown_ids
                 if not parsed.ok:
+                    self._log("reflection", sample, text, False, "unparsed")
                     stats["context/reflection_parse_failures"] += 1
                     continue
+                if not about_the_failure(parsed.diagnosis, feedback=sample.outcome.feedback,
+                                         attempt=strip_reasoning(sample.response), task=sample.prompt):
+                    # Parsed, but about something else: the teacher never sees it, nor does the curator.
+                    self._log("reflection", sample, text, False, "unrelated")
+                    stats["context/reflections_unrelated"] += 1
+                    continue
+                self._log("reflection", sample, text, True)
                 stats["context/reflections"] += 1
                 stats["context/reflections_unstructured"] += float(not parsed.structured)
                 tags = parsed.tags
@@ -325,13 +340,18 @@ class ContextUpdater:
                                        sections=cfg.sections, max_prompt_chars=min(cfg.max_prompt_chars, 2000))
                 for s, diagnosis, book in jobs]
             outputs = self._call(prompts, cfg.curation_max_new_tokens, cfg.curation_temperature, stats)
-            for (sample, _diagnosis, book), text in zip(jobs, outputs):
+            for (sample, diagnosis, book), text in zip(jobs, outputs):
                 stats["context/curation_requests"] += 1
                 curation = parse_curation(text, sections=cfg.sections)
-                self._log("curation", sample, text, curation.ok)
+                self._log("curation", sample, text, curation.ok, "" if curation.ok else "unparsed")
                 if not curation.ok:
                     stats["context/curation_parse_failures"] += 1
                     continue
+                related = [op for op in curation.operations if about_the_failure(
+                    op.content, feedback=f"{sample.outcome.feedback}\n{diagnosis}", attempt=strip_reasoning(sample.response),
+                    task=sample.prompt, minimum=1)]
+                stats["context/entries_unrelated"] += len(curation.operations) - len(related)
+                curation.operations = related
                 # Checked against the playbook as it grows, so two reflections in one batch
                 # cannot add the same lesson twice.
                 accepted, duplicates, rejected = select_new_entries(
@@ -344,9 +364,13 @@ class ContextUpdater:
                 stats["context/rejected_entries"] += rejected
         stats["time/curation"] = time.perf_counter() - started
 
-    def _log(self, phase: str, sample: ContextSample, text: Any, ok: bool) -> None:
-        self.last_outputs.append({"phase": phase, "example_id": sample.example_id,
-                                  "text": text if isinstance(text, str) else repr(text), "ok": bool(ok)})
+    def _log(self, phase: str, sample: ContextSample, text: Any, ok: bool, dropped: str = "") -> None:
+        """Record a raw model answer; `dropped` says why it was not used ("unparsed", "unrelated")."""
+        entry = {"phase": phase, "example_id": sample.example_id,
+                 "text": text if isinstance(text, str) else repr(text), "ok": bool(ok)}
+        if dropped:
+            entry["dropped"] = dropped
+        self.last_outputs.append(entry)
 
     # ---- persistence ---------------------------------------------------------------------
     def playbook_snapshot(self) -> dict[str, Any]:

@@ -384,6 +384,8 @@ class LossSettings:
     """GRPO: lower clip of the policy ratio."""
     eps_high: float = 0.28
     """GRPO: upper clip of the policy ratio (DAPO's clip-higher)."""
+    pg_coef: float = 0.0
+    """Distillation modes: weight of a GRPO term added per token (dGRPO-style); 0 = none."""
 
 
 def per_token_loss(
@@ -394,29 +396,40 @@ def per_token_loss(
     *,
     teacher_logits: torch.Tensor | None = None,
     advantages: torch.Tensor | None = None,
+    pg_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The ``[B, T]`` per-token loss of one micro-batch for `settings.mode` (zero outside the mask).
+    """The ``[B, T]`` per-token loss of one micro-batch for `settings.mode` (zero outside the masks).
 
     Distillation modes need `teacher_logits` (the teacher's logits on the same response tokens);
     policy_gradient needs `advantages` ``[B]``. Updates are on-policy (each inner iteration
     re-generates before its one optimiser step), so the policy-gradient ratio is taken against the
-    detached current log-probs and equals 1 at the step.
+    detached current log-probs and equals 1 at the step. With `settings.pg_coef` > 0 a distillation
+    mode adds `pg_coef` times the policy-gradient term on `pg_mask` (the whole response; `mask`
+    then only marks the distilled tokens).
     """
     mode = settings.mode
-    if mode == "policy_gradient":
+
+    def policy_gradient(on: torch.Tensor) -> torch.Tensor:
         if advantages is None:
             raise UserError("the policy-gradient loss needs one advantage per sample")
         logp = sequence_logprobs(student_logits, completion_ids)
-        return policy_gradient_per_token(logp, logp.detach(), advantages, mask,
+        return policy_gradient_per_token(logp, logp.detach(), advantages, on,
                                          eps_low=settings.eps_low, eps_high=settings.eps_high)
+
+    if mode == "policy_gradient":
+        return policy_gradient(mask)
     if teacher_logits is None:
         raise UserError(f"distillation_mode={mode!r} needs the teacher's logits")
     if mode == "sampled_token":
-        return sampled_token_per_token(sequence_logprobs(student_logits, completion_ids),
-                                       sequence_logprobs(teacher_logits, completion_ids), mask)
-    if mode not in ("topk_logits", "full_logits"):
+        distill = sampled_token_per_token(sequence_logprobs(student_logits, completion_ids),
+                                          sequence_logprobs(teacher_logits, completion_ids), mask)
+    elif mode in ("topk_logits", "full_logits"):
+        distill = divergence_per_token(student_logits, teacher_logits, mask, alpha=settings.alpha,
+                                       topk=settings.topk if mode == "topk_logits" else None,
+                                       add_tail=settings.add_tail, ratio_min=settings.ratio_min,
+                                       ratio_max=settings.ratio_max)
+    else:
         raise UserError(f"unknown loss mode {mode!r}; choose topk_logits, full_logits, sampled_token or policy_gradient")
-    return divergence_per_token(student_logits, teacher_logits, mask, alpha=settings.alpha,
-                                topk=settings.topk if mode == "topk_logits" else None,
-                                add_tail=settings.add_tail, ratio_min=settings.ratio_min,
-                                ratio_max=settings.ratio_max)
+    if settings.pg_coef:
+        return distill + settings.pg_coef * policy_gradient(pg_mask if pg_mask is not None else mask)
+    return distill

@@ -173,6 +173,10 @@ class RESDConfig:
     """Lower clip of the policy ratio."""
     grpo_epsilon_high: float = 0.28
     """Upper clip of the policy ratio (DAPO's clip-higher, as in the SDPO baseline)."""
+    pg_coef: float = 0.0
+    """Weight of a GRPO policy-gradient term added to the self-distillation loss (dGRPO-style): the
+    reward teaches where the teacher cannot. Needs num_generations >= 2; 0 = pure
+    self-distillation, as in the paper."""
     grpo_scale_rewards: Literal["none", "group"] = "none"
     """Advantage scaling: "none" (Dr. GRPO, as in the SDPO repo's baseline) or divide by group std."""
 
@@ -236,7 +240,7 @@ def validate(cfg: RESDConfig) -> None:
     optional_sizes = ("train_limit", "max_batches", "max_steps", "eval_every", "eval_limit", "eval_max_new_tokens")
     numbers = ("temperature", "top_p", "learning_rate", "weight_decay", "adam_beta1", "adam_beta2", "max_grad_norm",
                "distillation_alpha", "ratio_min", "ratio_max", "rebalance_a", "rebalance_b",
-               "success_reward_threshold", "teacher_update_rate", "grpo_epsilon_low", "grpo_epsilon_high")
+               "success_reward_threshold", "teacher_update_rate", "grpo_epsilon_low", "grpo_epsilon_high", "pg_coef")
     checks: list[tuple[bool, str]] = [
         (cfg.method in METHODS, f"method={cfg.method!r}: choose one of {', '.join(METHODS)}"),
         (cfg.context_engine in CONTEXT_ENGINES,
@@ -265,6 +269,8 @@ def validate(cfg: RESDConfig) -> None:
          "distillation_mode=sampled_token estimates the reverse KL only: set distillation_alpha=1"),
         (cfg.method != "grpo" or cfg.num_generations >= 2,
          "method=grpo needs num_generations >= 2 (group-relative advantages)"),
+        (cfg.pg_coef >= 0 and (cfg.pg_coef == 0 or cfg.num_generations >= 2),
+         "pg_coef must be >= 0, and a policy-gradient term needs num_generations >= 2"),
     ]
     for ok, message in checks:
         if not ok:

@@ -60,7 +60,13 @@ from resd.train.evaluation import EVAL_KEYS, evaluate_at
 from resd.train.health import HealthMonitor
 from resd.train.ranks import Ranks
 from resd.train.rundir import RunDir
-from resd.train.update import PhaseTimes, distillation_items, policy_gradient_items
+from resd.train.update import PhaseTimes, distillation_items, policy_gradient_items, with_policy_gradient
+
+
+CONTEXT_TOTALS = ("reflection_requests", "reflections", "reflections_unrelated", "reflection_parse_failures",
+                  "curation_requests", "curation_parse_failures", "added", "entries_unrelated", "duplicates")
+"""Context-engine counters summed over the run for summary.json: how many reflections parsed, were
+kept, or were dropped as unrelated to their attempt; how many entries the curator added or lost."""
 
 
 def _now() -> float:
@@ -109,6 +115,8 @@ class RunState:
     """The health monitor's counters (resd.train.health)."""
     warnings: list[dict[str, Any]] = field(default_factory=list)
     """Every health warning raised so far: {"step", "message"}."""
+    context_totals: dict[str, float] = field(default_factory=dict)
+    """Sums over the run of the context engine's counters (what summary.json reports)."""
 
 
 class RESDTrainer:
@@ -275,6 +283,9 @@ class RESDTrainer:
             if self.main:
                 for line in warnings:
                     tqdm.write(f"resd: warning: step {st.step}: {line}", file=sys.stderr)
+        for key in CONTEXT_TOTALS:
+            if isinstance(record.get(f"context/{key}"), (int, float)):
+                st.context_totals[key] = st.context_totals.get(key, 0.0) + float(record[f"context/{key}"])
         if position[0] != st.batch:
             st.batch_best_reward = None
         st.batch, st.iteration = position
@@ -323,7 +334,14 @@ class RESDTrainer:
         self.update.times = PhaseTimes()
         if context is not None:
             items, stats = self._distillation_items(samples, context)
-            result = self.update.apply(items)
+            n_tokens = None
+            if cfg.pg_coef:  # both terms averaged over every sampled response token
+                adv = group_advantages([s.outcome.reward for s in samples], cfg.num_generations,
+                                       scale=cfg.grpo_scale_rewards).tolist()
+                items = with_policy_gradient(items, samples, adv)
+                n_tokens = sum(len(s.completion_ids) for s in samples)
+                stats["advantage_abs_mean"] = float(np.mean(np.abs(adv)))
+            result = self.update.apply(items, n_tokens)
         else:
             items, stats, n_tokens = self._policy_gradient_items(samples)
             result = self.update.apply(items, n_tokens)
@@ -489,5 +507,7 @@ class RESDTrainer:
             if not self.cfg.keep_eval_checkpoints:
                 shutil.rmtree(self.run.checkpoints / "eval", ignore_errors=True)
         summary["health_warnings"] = self.state.warnings
+        if self.state.context_totals:
+            summary["context_quality"] = dict(self.state.context_totals)
         summary["wall_time_s"] = wall_time
         self.run.write_summary(summary)

@@ -102,6 +102,25 @@ def distillation_items(samples: Sequence[Any], contexts: Sequence[Any], teacher_
     return items
 
 
+def with_policy_gradient(items: list[UpdateItem], samples: Sequence[Any], advantages: Sequence[float]
+                         ) -> list[UpdateItem]:
+    """dGRPO-style: every sample also carries its group advantage. Distilled items keep their
+    teacher and mask; the other samples join with no distilled token (their teacher prompt is the
+    student's own, masked out) when their advantage is not 0."""
+    by_ids = {(tuple(it.prompt_ids), tuple(it.completion_ids)): it for it in items}
+    out = []
+    for s, a in zip(samples, advantages, strict=True):
+        if not s.completion_ids:
+            continue
+        item = by_ids.pop((tuple(s.prompt_ids), tuple(s.completion_ids)), None)
+        if item is not None:
+            out.append(replace(item, advantage=float(a)))
+        elif a != 0.0:
+            out.append(UpdateItem(s.prompt_ids, s.completion_ids, [0.0] * len(s.completion_ids),
+                                  teacher_prompt_ids=list(s.prompt_ids), advantage=float(a)))
+    return out
+
+
 def policy_gradient_items(samples: Sequence[Any], advantages: Sequence[float]) -> list[UpdateItem]:
     """One item per sample with a response, carrying its advantage (GRPO)."""
     return [UpdateItem(s.prompt_ids, s.completion_ids, [1.0] * len(s.completion_ids), advantage=float(a),
@@ -198,7 +217,8 @@ class PolicyUpdate:
             teacher_logits = logits.detach()  # a dummy chunk: zero loss that still touches every weight
         advantages = torch.tensor([it.advantage for it in chunk], dtype=torch.float32, device=device)
         per_token = per_token_loss(self.loss, logits, student_in.completion_ids, mask,
-                                   teacher_logits=teacher_logits, advantages=advantages)
+                                   teacher_logits=teacher_logits, advantages=advantages,
+                                   pg_mask=student_in.completion_mask)
         part = (per_token * weights[:, None]).sum()
         if dummy:
             part = part * 0.0
