@@ -1,26 +1,25 @@
-"""CPU learning benchmark: does the default model learn on the constraints task, per method?
+"""CPU learning benchmark: on the default model, which methods learn a rare-success task, and how
+fast per rollout?
 
-RESD (1 rollout per prompt) vs SDPO (groups of 8) vs GRPO (G = 8) on the same training prompts,
-seeds and evaluation schedule (`resd compare` underneath), 3 seeds, sized for at most ~60 minutes on
-2 CPU cores with SmolLM2-135M-Instruct (base per-task success on `constraints` is in the 1-20%
-range). Prints, per method:
+RESD (1 rollout per prompt), SDPO (groups of 8), GRPO (G = 8), and RESD and SDPO with
+`teacher_slots: auto` (each run probes its teacher first and keeps only the prompt slots that made
+the teacher prefer the accepted answer) on the same training prompts, seeds and evaluation
+schedule (`resd compare` underneath), 3 seeds, >= 40 policy updates each, sized for <= 90 min on 2
+CPU cores with SmolLM2-135M-Instruct. Prints, per method:
   * per-task accuracy gain over the base model (mean@k at the final evaluation minus the same run's
     step-0 evaluation) with a 95% confidence interval over seeds (Student t);
   * the same at the rank-selected step (optimistic: the rule looks at the test evaluations);
   * rollouts consumed and gain per 1000 rollouts (interaction efficiency, RESD paper §4.4).
-Nothing is tuned to make a method win; whatever comes out is reported. The full report (curves,
-Table-2 layout, latency) is written next to the runs.
+Nothing is tuned to make a method win; whatever comes out is reported.
 
-CPU settings (written to OUT/learning_cpu.yaml): 4 prompts per batch, 2 batches, K = 2 inner
-updates (4 policy updates; RESD samples 4 responses per update, SDPO and GRPO 32), 64-token
-responses, evaluation on 24 test tasks x k = 4 before training and after the last update. The base
-model is evaluated once per seed and shared by the three methods (`resd compare` does this). A
-first sizing (8 prompts, evaluations every 2 updates) took 116-135 s per RESD update, which puts
-three seeds of three methods well past the hour, so it was cut down. Learning rate 1e-5 with no warm-up: the paper's 1e-6 with 10
-warm-up steps would not move the weights within 4 updates.
+The task (written to OUT/learning_cpu.yaml): `constraints` restricted to one rule, "start your
+response with the word W" (base per-task success ~19% on SmolLM2: rare, and a skill that carries
+over to held-out prompts); 16-token answers; 20 batches of 2 prompts, K = 2 (40 updates); held-out
+evaluation on 16 test prompts x k = 4 before training, after 20 updates and at the end; lr 2e-5,
+no warm-up (the paper's 1e-6 would not move a 135M model within 40 updates).
 
-    python benchmarks/learning_cpu.py                 # the real run (~60 min on 2 cores)
-    python benchmarks/learning_cpu.py --quick         # ~minutes: tiny-random model, 1 seed, 2 updates
+    python benchmarks/learning_cpu.py                 # the real run (~60-90 min on 2 cores)
+    python benchmarks/learning_cpu.py --quick         # minutes: tiny-random model, 1 seed, 2 updates
 """
 
 from __future__ import annotations
@@ -38,23 +37,28 @@ from resd.eval.metrics import mean_ci
 
 CPU_CONFIG = {
     "env": "constraints",
+    "env_options": {"rules": ["starts_with"], "max_constraints": 1, "train_size": 256, "test_size": 32},
     "model": "smollm2-135m",
-    "batch_size": 4,
-    "max_batches": 2,
+    "batch_size": 2,
+    "max_batches": 20,
     "inner_updates": 2,
-    "max_completion_length": 64,
-    "generation_batch_size": 8,
-    "micro_batch_size": 8,
-    "learning_rate": 1.0e-5,
+    "max_completion_length": 16,
+    "generation_batch_size": 32,
+    "micro_batch_size": 16,
+    "learning_rate": 2.0e-5,
     "warmup_steps": 0,
-    "eval_every": 4,
-    "eval_limit": 24,
+    "eval_every": 20,
+    "eval_limit": 16,
     "eval_k": 4,
     "checkpoint_every": 1000,
-    "context": {"reflection_max_new_tokens": 96, "curation_max_new_tokens": 96},
+    "probe_tasks": 8,
+    "probe_samples": 8,
+    "context": {"reflection_max_new_tokens": 48, "curation_max_new_tokens": 48},
 }
-QUICK_CONFIG = {**CPU_CONFIG, "model": "tiny-random", "max_batches": 1, "eval_limit": 8, "max_completion_length": 24,
-                "context": {"reflection_max_new_tokens": 32, "curation_max_new_tokens": 32}}
+QUICK_CONFIG = {**CPU_CONFIG, "model": "tiny-random", "max_batches": 1, "eval_limit": 4, "max_completion_length": 8,
+                "probe_tasks": 2, "probe_samples": 2,
+                "context": {"reflection_max_new_tokens": 8, "curation_max_new_tokens": 8}}
+METHODS = "resd,sdpo,grpo,resd+auto,sdpo+auto"
 
 def gains(runs: list) -> dict[str, list[float]]:
     """Per seed: final and selected per-task mean@k minus the run's own step-0 mean@k."""
@@ -81,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="model spec (default smollm2-135m; tiny-random with --quick)")
     parser.add_argument("--env", default=None, help="environment (default constraints)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds (default 3; 1 with --quick)")
-    parser.add_argument("--methods", default="resd,sdpo,grpo")
+    parser.add_argument("--methods", default=METHODS, help=f"methods, with +auto / +pg variants (default {METHODS})")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", default=None, help="output folder (default runs/learning-cpu-<time>); reuse to resume")
     args = parser.parse_args(argv)
@@ -110,15 +114,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n== CPU learning benchmark: {config['env']}, {config['model']}, {len(seeds)} seed(s), "
           f"{wall / 60:.1f} min ==")
     print("per-task mean@k, percentage points; ± = 95% CI half-width over seeds (t distribution)")
-    header = (f"{'method':<8} {'base':>8} {'gain final':>16} {'gain selected':>16} {'rollouts':>9} "
+    header = (f"{'method':<10} {'base':>8} {'gain final':>16} {'gain selected':>16} {'rollouts':>9} "
               f"{'final gain /1k rollouts':>24}")
     print(header)
     print("-" * len(header))
     for method in parse_methods(args.methods):
-        runs = [load_run(out / f"{method}-seed{s}") for s in seeds]
+        runs = [load_run(out / f"{method.replace('+', '-')}-seed{s}") for s in seeds]
         g = gains(runs)
         per_k = [f / r * 1000 if r else float("nan") for f, r in zip(g["final"], g["rollouts"])]
-        print(f"{method:<8} {100 * statistics.fmean(g['base']):>8.2f} {fmt(g['final']):>16} {fmt(g['selected']):>16} "
+        print(f"{method:<10} {100 * statistics.fmean(g['base']):>8.2f} {fmt(g['final']):>16} {fmt(g['selected']):>16} "
               f"{statistics.fmean(g['rollouts']):>9.0f} {fmt(per_k):>24}")
     print(f"\nreport: {out / 'report' / 'report.md'}")
     return 0

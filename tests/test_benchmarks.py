@@ -46,6 +46,6 @@ def test_learning_benchmark_quick_prints_gain_per_method(tmp_path: Path):
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "learning_cpu.py"), "--quick",
                            "--out", str(tmp_path / "lc")], cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for method in ("resd", "sdpo", "grpo"):
+    for method in ("resd", "sdpo", "grpo", "resd\\+auto", "sdpo\\+auto"):
         assert re.search(rf"^{method}\s", proc.stdout, re.M), proc.stdout
     assert (tmp_path / "lc" / "report" / "report.md").exists()

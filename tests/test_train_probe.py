@@ -99,7 +99,7 @@ def test_auto_slots_probe_the_training_split_and_are_read_back_on_resume(tmp_pat
     assert probe["probed_tasks"] >= 1 and all(t["task_id"].startswith("train-") for t in probe["tasks"])
     assert (run / "probe.png").exists()
     err = capsys.readouterr().err
-    assert "resd: probe: teacher vs student" in err and "teacher_slots: auto ->" in err
+    assert "resd: probe (resd teacher prompt): teacher vs student" in err and "teacher_slots: auto ->" in err
     # the engine reads exactly the slots the probe found helpful
     trainer = RESDTrainer.from_run_dir(run)
     trainer.setup()

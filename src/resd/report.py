@@ -164,9 +164,14 @@ def run_label(method: str, config: dict[str, Any]) -> str:
     from resd.train.methods import ABLATIONS, ablations_of
 
     name = METHOD_NAMES.get(method, method)
+    extras = []
+    if _lookup(config, "teacher_slots") == "auto":
+        extras.append("(auto slots)")
+    if isinstance(_lookup(config, "pg_coef"), (int, float)) and _lookup(config, "pg_coef") > 0:
+        extras.append("+ PG")
     if method != "resd":
-        return name
-    return " ".join([name, *(ABLATIONS[key][0] for key in ablations_of(config))])
+        return " ".join([name, *extras])
+    return " ".join([name, *extras, *(ABLATIONS[key][0] for key in ablations_of(config))])
 
 
 def is_run_dir(path: Path) -> bool:

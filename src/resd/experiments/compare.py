@@ -42,27 +42,47 @@ class PlannedRun:
     output_dir: Path
 
 
+VARIANTS: dict[str, dict[str, Any]] = {
+    "auto": {"teacher_slots": "auto"},
+    "pg": {"pg_coef": 1.0},
+}
+"""`--methods resd+auto`: a method with extra settings (auto teacher slots; a GRPO term)."""
+
+
 def parse_methods(text: str) -> list[str]:
+    """Method names, each optionally with `+variant`s (resd+auto, sdpo+auto+pg)."""
     from resd.train.methods import METHODS
 
     methods = [m.strip() for m in text.split(",") if m.strip()]
     if not methods:
         raise UserError("--methods is empty; give a comma-separated list such as resd,sdpo,grpo")
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise UserError(f"unknown method {unknown[0]!r} in --methods; choose from {', '.join(METHODS)}")
+    for m in methods:
+        base, *variants = m.split("+")
+        if base not in METHODS:
+            raise UserError(f"unknown method {base!r} in --methods; choose from {', '.join(METHODS)}")
+        bad = [v for v in variants if v not in VARIANTS]
+        if bad:
+            raise UserError(f"unknown variant {bad[0]!r} in {m!r}; variants: {', '.join(VARIANTS)}")
     if len(set(methods)) != len(methods):
         raise UserError(f"--methods lists a method twice: {text!r}")
     return methods
 
 
 def build_arms(methods: list[str], ablations: bool) -> list[Arm]:
-    """The compared variants: the methods, or RESD and its three Table-3 ablations."""
+    """The compared variants: the methods (with their +variants), or RESD and its three Table-3
+    ablations."""
     if ablations:
         from resd.train.methods import ABLATIONS
 
         return [Arm("resd", "resd")] + [Arm(f"resd-{key}", "resd", values) for key, (_, values) in ABLATIONS.items()]
-    return [Arm(m, m) for m in methods]
+    arms = []
+    for m in methods:
+        base, *variants = m.split("+")
+        values: dict[str, Any] = {}
+        for v in variants:
+            values.update(VARIANTS[v])
+        arms.append(Arm(m.replace("+", "-"), base, values))
+    return arms
 
 
 def plan(arms: list[Arm], seeds: list[int], out_dir: Path) -> list[PlannedRun]:

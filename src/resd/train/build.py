@@ -205,11 +205,11 @@ def build_update(cfg: RESDConfig, policy: Policy, accelerator: Any, ranks: Ranks
                         max_grad_norm=cfg.max_grad_norm, temperature=cfg.temperature)
 
 
-def automatic_slots(cfg: RESDConfig, policy: Policy, env: Environment, run: RunDir, ranks: Ranks) -> TeacherSlots:
-    """`teacher_slots: auto`: probe the initial model on the training split (never the test split)
-    and keep the slots whose teacher advantage is positive. The probe's numbers go to RUN/probe.json
-    and RUN/probe.png; a resumed run reads its choice back instead of probing again."""
-    from resd.train.probe import SLOTS, probe_settings, probe_teacher
+def start_probe(cfg: RESDConfig, policy: Policy, env: Environment, run: RunDir, ranks: Ranks) -> list[str]:
+    """`resd probe` on the training split (never the test split) before any update: writes
+    RUN/probe.json and RUN/probe.png, prints the verdict, and returns the helpful slots (what
+    `teacher_slots: auto` keeps). A resumed run reads its probe back instead of probing again."""
+    from resd.train.probe import probe_settings, probe_teacher
 
     keep = None
     if ranks.main:
@@ -222,9 +222,17 @@ def automatic_slots(cfg: RESDConfig, policy: Policy, env: Environment, run: RunD
                                    model_name=cfg.model, progress=cfg.progress)
             result.write(run.root)
             keep = result.helpful_slots()
-            print(f"resd: probe: {result.verdict()}", file=sys.stderr)
-            print(f"resd: teacher_slots: auto -> {', '.join(keep) or 'none: no sample will be distilled'} "
-                  f"(details: {run.root / 'probe.json'})", file=sys.stderr)
+            print(f"resd: probe ({cfg.template} teacher prompt): {result.verdict()}", file=sys.stderr)
+            if cfg.distills and cfg.teacher_slots == "auto":
+                print(f"resd: teacher_slots: auto -> {', '.join(keep) or 'none: no sample will be distilled'} "
+                      f"(details: {run.root / 'probe.json'})", file=sys.stderr)
     keep = ranks.from_main(keep)
     policy.model.train()
-    return TeacherSlots(**{s: s in keep for s in SLOTS})
+    return keep
+
+
+def automatic_slots(helpful: list[str]) -> TeacherSlots:
+    """`teacher_slots: auto`: the slots the probe found helpful, the others off."""
+    from resd.train.probe import SLOTS
+
+    return TeacherSlots(**{s: s in helpful for s in SLOTS})

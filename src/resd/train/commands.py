@@ -49,13 +49,35 @@ def run(args: argparse.Namespace) -> int:
         text = run_summary_text(run_dir)
         if text:
             print(text)
-        summary = run_dir / "summary.json"
-        if summary.exists():
-            import json
-
-            s = json.loads(summary.read_text())
-            sel = s.get("selected") or {}
-            if sel:
-                print(f"selected step {s['selected_step']}: " + ", ".join(
-                    f"{k}={sel[k]:.3f}" for k in ("per_task_mean@k", "per_task_best@k", "per_case_mean@k", "per_case_best@k")))
+        line = result_line(run_dir)
+        if line:
+            print(line)
     return 0
+
+
+def result_line(run_dir) -> str:
+    """One plain sentence on what training did to the held-out score, and what was kept."""
+    import json
+
+    summary_path = run_dir / "summary.json"
+    if not summary_path.exists():
+        return ""
+    s = json.loads(summary_path.read_text())
+    final, chosen = s.get("final"), s.get("selected")
+    from resd.report import read_jsonl
+
+    evals = read_jsonl(run_dir / "eval.jsonl") if (run_dir / "eval.jsonl").exists() else []
+    first = evals[0] if evals else None
+    if not (first and final and chosen):
+        return ""
+    k, metric = int(final.get("k", 4)), "per_task_mean@k"
+    text = (f"result: held-out per-task mean@{k} {first[metric]:.3f} at step {first['step']}"
+            f"{' (the initial model)' if first['step'] == 0 else ''} -> {final[metric]:.3f} at step {final['step']}; ")
+    if s["selected_step"] == 0:
+        text += ("no evaluated step beat the initial model on the paper's rank rule (§4.1), so step 0 is kept"
+                 + (" (see the health warnings above)" if s.get("health_warnings") else "")
+                 + "; `resd probe` tells whether this model's teacher knows more than its student")
+    else:
+        text += (f"the paper's rank rule (§4.1) selects step {s['selected_step']} "
+                 f"({chosen[metric]:.3f}), saved in {run_dir / 'checkpoints' / 'selected'}")
+    return text

@@ -153,6 +153,10 @@ class RESDConfig:
     ablations (Table 3) switch one off, e.g. `teacher_slots: {reflection: false}`. "auto": measure
     first (`resd probe` on `probe_tasks` training tasks) and keep only the slots that make the
     teacher prefer accepted answers; a sample left with no helpful slot is not distilled."""
+    probe_at_start: bool = False
+    """Run `resd probe` on `probe_tasks` training tasks before training and print its verdict (what
+    a teacher with this `template` would know), whatever the method; `teacher_slots: auto` does it
+    anyway. The numbers go to RUN/probe.json and RUN/probe.png."""
     probe_tasks: int = 16
     """With `teacher_slots: auto`: training tasks the start-of-run probe measures."""
     probe_samples: int = 8

@@ -53,7 +53,7 @@ from resd.eval.scoring import score_rollouts
 from resd.files import replace_dir_atomic
 from resd.generation import encode_prompts, sample
 from resd.train.build import (automatic_slots, build_accelerator, build_context_engine, build_environment,
-                              build_policy, build_run_dir, build_stream, build_update, seed_everything)
+                              build_policy, build_run_dir, build_stream, build_update, seed_everything, start_probe)
 from resd.train.checkpoint import find_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from resd.train.config import RESDConfig, config_from_dict, parse_yaml
 from resd.train.evaluation import EVAL_KEYS, evaluate_at
@@ -163,8 +163,8 @@ class RESDTrainer:
         self.stream, self.batches = build_stream(self.env, cfg)
         self.policy = build_policy(cfg, self.acc, model=self._model_in, tokenizer=self._tokenizer_in)
         auto = cfg.distills and cfg.teacher_slots == "auto"
-        slots = automatic_slots(cfg, self.policy, self.env, self.run, self.ranks) if auto else None
-        self.engine = build_context_engine(cfg, self.policy, slots)
+        helpful = start_probe(cfg, self.policy, self.env, self.run, self.ranks) if auto or cfg.probe_at_start else []
+        self.engine = build_context_engine(cfg, self.policy, automatic_slots(helpful) if auto else None)
         self.update = build_update(cfg, self.policy, self.acc, self.ranks)
         self.state = RunState(data_order=[t.id for t in self.stream])
         if self.resume_from is not None:
