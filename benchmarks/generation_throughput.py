@@ -1,11 +1,13 @@
-"""Generation throughput: our rollout path (`resd.generation.sample`) vs plain `model.generate`.
+"""Generation throughput: our rollout path (`resd.generation.sample`) vs plain `model.generate`,
+and, with `--backend vllm`, the vLLM engine (`resd.engines.VLLMEngine`) vs our HF sampler.
 
-Both sides get the same chat prompts, batch size, sampling settings (temperature, top-p, no
+All sides get the same chat prompts, samples per prompt, sampling settings (temperature, top-p, no
 top-k) and token budget. Throughput is generated tokens (up to and including EOS, padding not
-counted) per second, summed over the repeats, which alternate between the two sides so that
-machine noise hits both alike. Target: ours >= 0.9x plain.
+counted) per second, summed over the repeats, which alternate between the sides so that machine
+noise hits all alike. Targets: ours >= 0.9x plain; vLLM >= 2x ours at 512 new tokens.
 
     python benchmarks/generation_throughput.py                       # SmolLM2-135M, CPU
+    python benchmarks/generation_throughput.py --backend vllm --samples 4 --max-new-tokens 512
     python benchmarks/generation_throughput.py --model tiny-random   # seconds, smoke check
 """
 
@@ -21,11 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Result, add_common_arguments, device_name, print_results, task_prompts  # noqa: E402
 
 
-def plain_generate(model, tokenizer, prompts, *, batch_size, max_new_tokens, temperature, top_p) -> int:
+def plain_generate(model, tokenizer, prompts, *, batch_size, max_new_tokens, temperature, top_p, samples) -> int:
     """The reference: chat template, left-padded batches in the given order, `model.generate`."""
     import torch
 
-    texts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
+    texts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False)
+             for p in prompts for _ in range(samples)]
     eos = tokenizer.eos_token_id
     generated = 0
     with torch.inference_mode():
@@ -39,12 +42,17 @@ def plain_generate(model, tokenizer, prompts, *, batch_size, max_new_tokens, tem
     return generated
 
 
-def ours_generate(model, tokenizer, prompts, *, batch_size, max_new_tokens, temperature, top_p) -> int:
+def ours_generate(model, tokenizer, prompts, *, batch_size, max_new_tokens, temperature, top_p, samples) -> int:
     from resd.generation import sample
 
-    rollouts = sample(model, tokenizer, prompts, n=1, max_new_tokens=max_new_tokens, temperature=temperature,
+    rollouts = sample(model, tokenizer, prompts, n=samples, max_new_tokens=max_new_tokens, temperature=temperature,
                       top_p=top_p, batch_size=batch_size)
-    return sum(len(r[0].completion_ids) for r in rollouts)
+    return sum(len(r.completion_ids) for row in rollouts for r in row)
+
+
+def engine_generate(engine, prompts, *, max_new_tokens, temperature, top_p, samples, **_) -> int:
+    rollouts = engine.sample(prompts, n=samples, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+    return sum(len(r.completion_ids) for row in rollouts for r in row)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-p", type=float, default=0.95)
+    parser.add_argument("--samples", type=int, default=1, help="samples per prompt (GRPO/SDPO groups)")
+    parser.add_argument("--backend", choices=("hf", "vllm"), default="hf",
+                        help="vllm: also time the vLLM engine against our HF sampler")
     args = parser.parse_args(argv)
 
     import torch
@@ -65,26 +76,37 @@ def main(argv: list[str] | None = None) -> int:
     model, tokenizer = load(args.model)
     prompts = task_prompts(args.env, args.prompts)
     settings = dict(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                    temperature=args.temperature, top_p=args.top_p)
+                    temperature=args.temperature, top_p=args.top_p, samples=args.samples)
+    sides = {"plain": lambda: plain_generate(model, tokenizer, prompts, **settings),
+             "ours": lambda: ours_generate(model, tokenizer, prompts, **settings)}
+    if args.backend == "vllm":
+        from resd.engines import EngineSettings, VLLMEngine
+
+        engine = VLLMEngine(model, tokenizer, EngineSettings(backend="vllm"), max_model_len=2048, seed=args.seed)
+        sides["vllm"] = lambda: engine_generate(engine, prompts, **settings)
 
     # Warm-up (allocator, kernels) on a small slice, untimed.
     plain_generate(model, tokenizer, prompts[: args.batch_size], **{**settings, "max_new_tokens": 4})
     ours_generate(model, tokenizer, prompts[: args.batch_size], **{**settings, "max_new_tokens": 4})
+    if "vllm" in sides:
+        engine_generate(engine, prompts[: args.batch_size], **{**settings, "max_new_tokens": 4})
 
-    totals = {"ours": [0, 0.0], "plain": [0, 0.0]}
+    totals = {name: [0, 0.0] for name in sides}
     for _ in range(args.repeats):
-        for name, fn in (("plain", plain_generate), ("ours", ours_generate)):
+        for name, fn in sides.items():
             start = time.perf_counter()
-            tokens = fn(model, tokenizer, prompts, **settings)
-            totals[name][0] += tokens
+            totals[name][0] += fn()
             totals[name][1] += time.perf_counter() - start
-    ours_rate = totals["ours"][0] / totals["ours"][1]
-    plain_rate = totals["plain"][0] / totals["plain"][1]
-    print_results("generation throughput: resd.generation.sample vs model.generate", [
-        Result("generated tokens/s", ours_rate, plain_rate, "tok/s", 0.9,
-               note=f"tokens ours {totals['ours'][0]}, plain {totals['plain'][0]}"),
-    ], {"model": args.model, "device": device_name(), "prompts": args.prompts, "repeats": args.repeats,
-        **settings})
+    rate = {name: tokens / seconds for name, (tokens, seconds) in totals.items()}
+    results = [Result("generated tokens/s (ours vs plain)", rate["ours"], rate["plain"], "tok/s", 0.9,
+                      note=f"tokens ours {totals['ours'][0]}, plain {totals['plain'][0]}")]
+    if "vllm" in rate:
+        results.append(Result("generated tokens/s (vLLM vs ours)", rate["vllm"], rate["ours"], "tok/s", 2.0,
+                              note=f"tokens vLLM {totals['vllm'][0]}; target set for 512 new tokens"))
+    print_results("generation throughput: resd.generation.sample vs model.generate"
+                  + (" and the vLLM engine" if "vllm" in rate else ""), results,
+                  {"model": args.model, "device": device_name(), "prompts": args.prompts, "repeats": args.repeats,
+                   "threads": torch.get_num_threads(), **settings})
     return 0
 
 

@@ -3,6 +3,7 @@
     python benchmarks/step_latency.py                       # SmolLM2-135M on BouncingSim-Easy (~30 min on 2 cores)
     python benchmarks/step_latency.py --env constraints --max-new-tokens 128   # short answers (~9 min)
     python benchmarks/step_latency.py --model tiny-random --env constraints   # plumbing check in seconds
+    python benchmarks/step_latency.py --backend vllm        # rollouts, reflections on vLLM; weight-sync phase
 
 The default workload is the paper's own latency measurement (App. F, Figure 8: BouncingSim-Easy):
 a program-writing task whose answers fill the 512-token budget, against 48-token reflections and
@@ -34,7 +35,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-PHASES = ("rollout", "scoring", "reflection", "curation", "teacher_forward", "student_step", "step")
+PHASES = ("rollout", "scoring", "reflection", "curation", "teacher_forward", "student_step", "weight_sync", "step")
 # Work done, so that a reader can tell a method that is slower from one that was given more to do.
 SIZES = (("tokens/rollout", "completion_tokens_mean"), ("tokens/teacher prompt", "teacher/prompt_tokens_mean"))
 METHODS = (("RESD (N=1)", "resd", 1), ("SDPO (N=1)", "sdpo", 1), ("GRPO (G=8)", "grpo", 8))
@@ -49,7 +50,7 @@ def make_trainer(method: str, n: int, model, tokenizer, args, out: Path):
         max_batches=1, inner_updates=args.warmup + args.updates, max_completion_length=args.max_new_tokens,
         generation_batch_size=args.generation_batch_size, micro_batch_size=args.micro_batch_size,
         seed=args.seed, do_eval=False, progress=False, output_dir=str(out / method),
-        learning_rate=1e-6, warmup_steps=0,
+        learning_rate=1e-6, warmup_steps=0, generation={"backend": args.backend},
         context={"reflection_max_new_tokens": args.context_tokens, "curation_max_new_tokens": args.context_tokens})
     trainer = RESDTrainer(cfg, model=copy.deepcopy(model), tokenizer=tokenizer)
     trainer.setup()
@@ -63,6 +64,7 @@ def reset_weights(trainer, initial: dict) -> None:
     teacher_copy = getattr(teacher, "model", None) if teacher is not None else None
     if teacher_copy is not None:
         teacher_copy.load_state_dict(initial)
+    trainer.generator.sync(trainer.student)  # the vLLM engine samples from the reset weights too
 
 
 def run_interleaved(model, tokenizer, args, out: Path) -> dict[str, dict[str, float]]:
@@ -99,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--generation-batch-size", type=int, default=16)
     parser.add_argument("--micro-batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backend", choices=("hf", "vllm"), default="hf", help="generation engine (default hf)")
     parser.add_argument("--out", default=None, help="keep the run directories here (default: a temp dir)")
     args = parser.parse_args(argv)
 
@@ -113,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     labels = [m[0] for m in METHODS]
     print(f"\nseconds per update (mean over {args.updates} updates after {args.warmup} untimed, each from the initial "
           f"weights; {args.batch_size} prompts, "
-          f"{args.max_new_tokens} rollout tokens, {args.context_tokens} reflection/curation tokens, model {args.model})")
+          f"{args.max_new_tokens} rollout tokens, {args.context_tokens} reflection/curation tokens, model {args.model}, "
+          f"{args.backend} engine)")
     print(f"{'phase (s)':<22}" + "".join(f"{label:>14}" for label in labels))
     for phase in PHASES:
         print(f"{phase:<22}" + "".join(f"{results[label][f'time/{phase}']:>14.2f}" for label in labels))

@@ -100,8 +100,10 @@ def run_evaluation(
     prompt_transform: PromptTransform | None = None,
     split: str = "test",
     progress: str | None = "eval",
+    engine: Any = None,
 ) -> EvalResult:
-    """Sample k responses for each of the first `limit` tasks of `split` and score them."""
+    """Sample k responses for each of the first `limit` tasks of `split` and score them (with
+    `engine`, a `resd.engines` generation engine, when given; else resd's HF sampler)."""
     from resd.generation import sample
 
     if k < 1:
@@ -115,8 +117,12 @@ def run_evaluation(
 
     started = time.perf_counter()
     prompts = [build_messages(t, system_prompt, prompt_transform) for t in tasks]
-    rollouts = sample(model, tokenizer, prompts, n=k, max_new_tokens=max_new_tokens, temperature=temperature,
-                      top_p=top_p, batch_size=batch_size, seed=seed, progress=progress)
+    if engine is not None:
+        rollouts = engine.sample(prompts, n=k, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                 seed=seed, progress=progress)
+    else:
+        rollouts = sample(model, tokenizer, prompts, n=k, max_new_tokens=max_new_tokens, temperature=temperature,
+                          top_p=top_p, batch_size=batch_size, seed=seed, progress=progress)
     texts = [[r.text for r in row] for row in rollouts]
     outcomes = score_rollouts(env, tasks, rollouts)
     return EvalResult(
@@ -143,13 +149,14 @@ def evaluate(
     seed: int | None = 0,
     system_prompt: str | None = None,
     prompt_transform: PromptTransform | None = None,
+    engine: Any = None,
 ) -> dict[str, Any]:
     """The paper's four test metrics as fractions: `per_task_mean@k`, `per_task_best@k`,
     `per_case_mean@k`, `per_case_best@k`, plus `k` and `n_tasks`."""
     return run_evaluation(
         model, tokenizer, env, k=k, limit=limit, batch_size=batch_size, max_new_tokens=max_new_tokens,
         temperature=temperature, top_p=top_p, seed=seed, system_prompt=system_prompt,
-        prompt_transform=prompt_transform,
+        prompt_transform=prompt_transform, engine=engine,
     ).metrics
 
 
@@ -175,6 +182,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--system-prompt", default=None, help="system message to put before every task")
     parser.add_argument("--dtype", default=None, help="model dtype: float32, bfloat16, float16, auto")
     parser.add_argument("--out", default=None, help="output directory (default: runs/eval-<env>-<timestamp>)")
+    parser.add_argument("--backend", choices=("hf", "vllm"), default="hf",
+                        help="generation engine (default hf; vllm needs the extra, see the README)")
 
 
 def parse_env_options(pairs: Sequence[str]) -> dict[str, Any]:
@@ -216,16 +225,21 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"environment {args.env!r} has no test tasks to evaluate")
     out = Path(args.out) if args.out else default_out_dir(args.env)
     model, tokenizer = models.load(args.model, dtype=args.dtype)
+    from resd.engines import EngineSettings, make_engine
 
+    engine = make_engine(EngineSettings(backend=args.backend), model, tokenizer, batch_size=args.batch_size,
+                         max_model_len=8192 + args.max_new_tokens, seed=args.seed)
     result = run_evaluation(
         model, tokenizer, env, k=args.k, limit=args.limit, batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-        system_prompt=args.system_prompt, progress=f"eval {args.env}",
+        system_prompt=args.system_prompt, progress=f"eval {args.env}", engine=engine,
     )
+    engine.close()
     config = {
         "env": args.env, "env_options": options, "model": args.model, "k": args.k, "limit": args.limit,
         "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
         "top_p": args.top_p, "seed": args.seed, "system_prompt": args.system_prompt, "dtype": args.dtype,
+        "backend": args.backend,
     }
     write_outputs(out, result, config)
     print_table(result, title=f"{args.env} — {args.model}, {result.metrics['n_tasks']} test tasks × k={args.k}")

@@ -26,7 +26,7 @@ from resd.context.updater import ContextConfig, ContextSample, ContextUpdater, G
 from resd.errors import UserError
 from resd.eval.scoring import score_rollouts
 from resd.files import write_json_atomic
-from resd.generation import make_generate_fn, sample
+from resd.engines import EngineSettings, HFEngine, generate_fn, make_engine
 
 ICL_TEMPLATE = "icl"
 
@@ -57,6 +57,7 @@ def grow_playbook(
     success_threshold: float = 1.0,
     on_batch: Callable[[dict[str, Any], ContextUpdater], None] | None = None,
     context_generate: GenerateFn | None = None,
+    engine: Any = None,
     progress: bool = True,
 ) -> ContextUpdater:
     """Run the in-context loop over the training tasks; returns the updater (playbook inside).
@@ -64,6 +65,7 @@ def grow_playbook(
     One step per batch of `batch_size` tasks, one sample per task (RESD's N=1). `on_batch`
     receives each batch's metrics record and the updater (for logging and snapshots).
     `context_generate` replaces the student as reflector/curator (default: the student itself).
+    `engine` (resd.engines) generates answers, reflections and curations (default: the HF engine).
     A sample succeeded when its reward >= `success_threshold`.
     """
     if batch_size < 1:
@@ -73,8 +75,8 @@ def grow_playbook(
         tasks = tasks[: max(0, limit_train)]
     if not tasks:
         raise UserError(f"{env.name} has no training tasks to learn from (check --limit-train)")
-    generate = context_generate or make_generate_fn(model, tokenizer, batch_size=batch_size, top_p=top_p,
-                                                    stop_when=is_degenerate)
+    engine = engine or HFEngine(model, tokenizer, batch_size=batch_size)
+    generate = context_generate or generate_fn(engine, top_p=top_p, stop_when=is_degenerate)
     updater = ContextUpdater(context, generate, seed=seed, success_threshold=success_threshold)
     bar = None
     if progress:
@@ -94,8 +96,8 @@ def grow_playbook(
             started = time.perf_counter()
             phase("rollout")
             prompts = [with_playbook(t.prompt, updater.playbook_text(t.id), template) for t in batch]
-            answers = sample(model, tokenizer, prompts, n=1, max_new_tokens=max_new_tokens, temperature=temperature,
-                             top_p=top_p, batch_size=batch_size, seed=seed * 100_003 + step)
+            answers = engine.sample(prompts, n=1, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                    seed=seed * 100_003 + step)
             texts = [row[0].text for row in answers]
             rollout_time = time.perf_counter() - started
             phase("score")
@@ -151,6 +153,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--with-base", action="store_true",
                         help="also evaluate without the playbook, to show what it buys")
     parser.add_argument("--out", default=None, help="output directory (default: runs/icl-ENV-SEED)")
+    parser.add_argument("--backend", choices=("hf", "vllm"), default="hf",
+                        help="generation engine (default hf; vllm needs the extra, see the README)")
 
 
 def _context_config(args: argparse.Namespace) -> ContextConfig:
@@ -189,9 +193,11 @@ def run(args: argparse.Namespace) -> int:
                 f.write(json.dumps({"step": record["step"], **item}) + "\n")
         write_json_atomic(out / "playbooks" / f"step_{record['step']:06d}.json", updater.playbook_snapshot())
 
+    engine = make_engine(EngineSettings(backend=args.backend), model, tokenizer, batch_size=args.batch_size,
+                         max_model_len=8192 + args.max_new_tokens, seed=args.seed)
     updater = grow_playbook(env, model, tokenizer, context=context, limit_train=args.limit_train,
-                      batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                      temperature=args.temperature, seed=args.seed, on_batch=log)
+                            batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                            temperature=args.temperature, seed=args.seed, on_batch=log, engine=engine)
     updater.save_playbook(out / "playbook.json")
     write_json_atomic(out / "context_state.json", updater.state_dict())
 
@@ -200,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
         return with_playbook(messages, updater.playbook_text(example_id))
 
     common = dict(k=args.k, limit=args.limit, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                  temperature=args.temperature, seed=args.seed)
+                  temperature=args.temperature, seed=args.seed, engine=engine)
     results: dict[str, Any] = {"env": env.name, "model": model_spec, "seed": args.seed,
                                "train_tasks": len(env.tasks("train")[: args.limit_train]),
                                "playbook_size": updater.playbook_size(),

@@ -158,11 +158,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="config override (repeatable), e.g. --set max_completion_length=128")
     parser.add_argument("--out", default=None, help="run directory (default: runs/solve-<env>-<task>-...)")
     parser.add_argument("--no-weights", action="store_true", help="delete the adapted weights afterwards")
+    parser.add_argument("--backend", choices=("hf", "vllm"), default=None,
+                        help="generation engine (default: the config's, hf; vllm needs the extra, see the README)")
 
 
 def run(args: argparse.Namespace) -> int:
+    overrides = [*args.overrides, *([f"generation.backend={args.backend}"] if args.backend else [])]
     cfg = solve_config(env=args.env, task_id=args.task_id, attempts=args.attempts, method=args.method,
-                       model=args.model, seed=args.seed, config_path=args.config, overrides=args.overrides,
+                       model=args.model, seed=args.seed, config_path=args.config, overrides=overrides,
                        output_dir=args.out)
     result = solve(cfg, task_id=args.task_id, keep_weights=not args.no_weights)
     print(f"\ntest-time self-distillation ({args.method}) on {args.env} task {args.task_id!r}, model {cfg.model}")

@@ -23,7 +23,7 @@ from resd.context.reflect import is_degenerate
 from resd.distill.losses import LossSettings
 from resd.envs import Environment, Task
 from resd.errors import UserError
-from resd.generation import make_generate_fn
+from resd.engines import Engine, HFEngine, generate_fn, make_engine
 from resd.train.config import RESDConfig, save_config
 from resd.train.ranks import Ranks
 from resd.train.rundir import RunDir
@@ -167,13 +167,24 @@ def build_policy(cfg: RESDConfig, accelerator: Any, *, model: Any = None, tokeni
                   optimizer=optimizer, scheduler=scheduler, pad_id=pad_id)
 
 
-def build_context_engine(cfg: RESDConfig, policy: Policy, slots: TeacherSlots | None = None) -> ContextEngine | None:
+def build_generator(cfg: RESDConfig, policy: Policy) -> Engine:
+    """The generation engine for rollouts, evaluation and the context engine's model calls."""
+    budget = max(cfg.max_prompt_length, cfg.max_teacher_prompt_length) + max(
+        cfg.max_completion_length, cfg.eval_max_new_tokens or 0, cfg.context.reflection_max_new_tokens,
+        cfg.context.curation_max_new_tokens)
+    return make_engine(cfg.generation, policy.student, policy.tokenizer, max_model_len=budget,
+                       batch_size=cfg.generation_batch_size, seed=cfg.seed)
+
+
+def build_context_engine(cfg: RESDConfig, policy: Policy, slots: TeacherSlots | None = None,
+                         generator: Engine | None = None) -> ContextEngine | None:
     """The engine that builds each sample's teacher context (None for GRPO, which has no teacher).
     `slots` overrides the config's (the outcome of `teacher_slots: auto`). Its model calls
-    (reflect, curate, first error) use the student itself and stop decoding an answer once it
-    loops: the parsers would reject it anyway."""
+    (reflect, curate, first error) go through `generator` (default: the HF engine on the student)
+    and stop decoding an answer once it loops: the parsers would reject it anyway."""
     if not cfg.distills:
         return None
+    generator = generator or HFEngine(policy.student, policy.tokenizer, cfg.generation_batch_size)
     slots = (slots or cfg.teacher_slots).restricted_to(cfg.template)
     rules = ContextPolicy(slots=slots, success_threshold=cfg.success_reward_threshold,
                           use_peer_solution=cfg.use_peer_solution,
@@ -182,12 +193,9 @@ def build_context_engine(cfg: RESDConfig, policy: Policy, slots: TeacherSlots | 
     if cfg.context_engine == "peers":
         return PeerContext(rules)
     if cfg.context_engine == "rosd":
-        generate = make_generate_fn(policy.student, policy.tokenizer, batch_size=cfg.generation_batch_size,
-                                    stop_when=is_degenerate)
-        return FirstErrorContext(rules, generate, policy.tokenizer,
+        return FirstErrorContext(rules, generate_fn(generator, stop_when=is_degenerate), policy.tokenizer,
                                  max_new_tokens=cfg.context.reflection_max_new_tokens)
-    generate = make_generate_fn(policy.student, policy.tokenizer, batch_size=cfg.generation_batch_size,
-                                top_p=cfg.top_p, stop_when=is_degenerate)
+    generate = generate_fn(generator, top_p=cfg.top_p, stop_when=is_degenerate)
     # Reflections feed both the reflection slot and the curator; the curator feeds the playbook.
     updater = ContextUpdater(cfg.context, generate, seed=cfg.seed, success_threshold=cfg.success_reward_threshold,
                              reflect=slots.reflection or slots.playbook, curate=slots.playbook)

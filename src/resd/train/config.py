@@ -24,6 +24,7 @@ from typing import Any, Literal
 import yaml
 
 from resd.context import ContextConfig, TeacherSlots
+from resd.engines import EngineSettings
 from resd.errors import UserError
 from resd.files import json_safe
 from resd.train.methods import METHODS, method_defaults
@@ -98,7 +99,9 @@ class RESDConfig:
     max_prompt_length: int = 1024
     """Longest student prompt in tokens; longer prompts are an error naming the task."""
     generation_batch_size: int = 8
-    """Sequences generated together (memory vs speed)."""
+    """Sequences generated together by the HF engine (memory vs speed)."""
+    generation: EngineSettings = field(default_factory=EngineSettings)
+    """The generation engine: `generation.backend: hf | vllm` and its settings (resd.engines)."""
 
     # --- optimiser -----------------------------------------------------------------------------
     learning_rate: float = 1e-6

@@ -15,9 +15,10 @@ EVAL_KEYS = ("per_task_mean@k", "per_task_best@k", "per_case_mean@k", "per_case_
 
 BASE_EVAL_KEYS = ("model", "dtype", "lora", "env", "env_options", "seed", "eval_k", "eval_limit",
                   "eval_max_new_tokens", "max_completion_length", "max_prompt_length", "temperature", "top_p",
-                  "generation_batch_size")
+                  "generation_batch_size", "generation")
 """Everything the step-0 evaluation depends on: the initial weights (model, dtype, LoRA: a fresh
-adapter is a no-op but changes the module), the test tasks and the sampling (seed, batching)."""
+adapter is a no-op but changes the module), the test tasks and the sampling (seed, batching, the
+generation engine)."""
 
 
 def base_eval_identity(cfg: RESDConfig) -> dict[str, Any]:
@@ -44,7 +45,7 @@ def write_base_eval(path: str, identity: dict[str, Any], result: dict[str, Any])
     write_json_atomic(Path(path), {"identity": identity, "result": keep})
 
 
-def evaluate_at(cfg: RESDConfig, step: int, model: Any, tokenizer: Any, env: Any) -> dict[str, Any]:
+def evaluate_at(cfg: RESDConfig, step: int, model: Any, tokenizer: Any, env: Any, engine: Any = None) -> dict[str, Any]:
     """The four test metrics (fractions), `k` and `n_tasks` of the model at `step`; at step 0 the
     shared base-model result is used (and written) when `cfg.base_eval_cache` names one."""
     identity = base_eval_identity(cfg)
@@ -53,7 +54,7 @@ def evaluate_at(cfg: RESDConfig, step: int, model: Any, tokenizer: Any, env: Any
         result = evaluate(model, tokenizer, env, k=cfg.eval_k, limit=cfg.eval_limit,
                           batch_size=cfg.generation_batch_size,
                           max_new_tokens=cfg.eval_max_new_tokens or cfg.max_completion_length,
-                          temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
+                          temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed, engine=engine)
         if step == 0 and cfg.base_eval_cache:
             write_base_eval(cfg.base_eval_cache, identity, result)
     return result

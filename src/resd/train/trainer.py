@@ -51,9 +51,10 @@ from resd.errors import UserError
 from resd.eval.metrics import select_checkpoint
 from resd.eval.scoring import score_rollouts
 from resd.files import replace_dir_atomic
-from resd.generation import encode_prompts, sample
+from resd.generation import encode_prompts
 from resd.train.build import (automatic_slots, build_accelerator, build_context_engine, build_environment,
-                              build_policy, build_run_dir, build_stream, build_update, seed_everything, start_probe)
+                              build_generator, build_policy, build_run_dir, build_stream, build_update,
+                              seed_everything, start_probe)
 from resd.train.checkpoint import find_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from resd.train.config import RESDConfig, config_from_dict, parse_yaml
 from resd.train.evaluation import EVAL_KEYS, evaluate_at
@@ -164,7 +165,9 @@ class RESDTrainer:
         self.policy = build_policy(cfg, self.acc, model=self._model_in, tokenizer=self._tokenizer_in)
         auto = cfg.distills and cfg.teacher_slots == "auto"
         helpful = start_probe(cfg, self.policy, self.env, self.run, self.ranks) if auto or cfg.probe_at_start else []
-        self.engine = build_context_engine(cfg, self.policy, automatic_slots(helpful) if auto else None)
+        self.generator = build_generator(cfg, self.policy)
+        self.engine = build_context_engine(cfg, self.policy, automatic_slots(helpful) if auto else None,
+                                           self.generator)
         self.update = build_update(cfg, self.policy, self.acc, self.ranks)
         self.state = RunState(data_order=[t.id for t in self.stream])
         if self.resume_from is not None:
@@ -200,6 +203,7 @@ class RESDTrainer:
                             "resume with the same environment version and options")
         if self.engine is not None and context_state is not None:
             self.engine.load_state_dict(context_state)
+        self.generator.sync(self.student)  # the engine was built from the weights before the restore
         self.state = RunState(**state)
         if self.main:
             self.run.truncate_after(self.state.step)
@@ -314,7 +318,8 @@ class RESDTrainer:
     def _iteration(self, tasks: list, batch_index: int, iteration: int) -> dict[str, Any]:
         cfg = self.cfg
         t_step = _now()
-        times = dict.fromkeys(("rollout", "scoring", "reflection", "curation", "teacher_forward", "student_step"), 0.0)
+        times = dict.fromkeys(("rollout", "scoring", "reflection", "curation", "teacher_forward", "student_step",
+                               "weight_sync"), 0.0)
 
         samples = self._rollout_and_score(tasks, times)
         context = self._context_step(samples, times)
@@ -353,9 +358,11 @@ class RESDTrainer:
         record["playbook_size"] = int(context_stats.get("context/playbook_size", 0))
         record.update(context_stats)
 
-        # The EMA teacher follows the student (Alg. 1 line 19).
+        # The EMA teacher follows the student (Alg. 1 line 19); the generation engine gets the new weights.
         if self.policy.teacher is not None and result.updated:
             self.policy.teacher.update(self.student)
+        if result.updated:
+            times["weight_sync"] = self.generator.sync(self.student)
         for k, v in times.items():
             record[f"time/{k}"] = v
         record["time/step"] = _now() - t_step
@@ -368,10 +375,9 @@ class RESDTrainer:
         t0 = _now()
         mine = self.ranks.share(list(range(len(tasks))))
         self._check_prompt_lengths([tasks[i] for i in mine])
-        rollouts = sample(self.student, self.tokenizer, [tasks[i].prompt for i in mine],
-                          n=cfg.num_generations, max_new_tokens=cfg.max_completion_length,
-                          temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.generation_batch_size,
-                          seed=derive_seed(cfg.seed, self.state.step, self.ranks.rank))
+        rollouts = self.generator.sample([tasks[i].prompt for i in mine], n=cfg.num_generations,
+                                         max_new_tokens=cfg.max_completion_length, temperature=cfg.temperature,
+                                         top_p=cfg.top_p, seed=derive_seed(cfg.seed, self.state.step, self.ranks.rank))
         times["rollout"] = _now() - t0
 
         t0 = _now()
@@ -461,7 +467,7 @@ class RESDTrainer:
         if not cfg.do_eval or any(int(e["step"]) == step for e in st.eval_history):
             return
         if self.main:
-            result = evaluate_at(cfg, step, self.student, self.tokenizer, self.env)
+            result = evaluate_at(cfg, step, self.student, self.tokenizer, self.env, self.generator)
             row = {"step": step, "rollouts": st.rollouts, **{k: float(result[k]) for k in EVAL_KEYS},
                    "k": int(result.get("k", cfg.eval_k)), "n_tasks": int(result.get("n_tasks", 0))}
             self.run.log_eval(row)

