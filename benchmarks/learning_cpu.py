@@ -14,9 +14,12 @@ Nothing is tuned to make a method win; whatever comes out is reported.
 
 The task (written to OUT/learning_cpu.yaml): `constraints` restricted to one rule, "start your
 response with the word W" (base per-task success ~19% on SmolLM2: rare, and a skill that carries
-over to held-out prompts); 16-token answers; 20 batches of 2 prompts, K = 2 (40 updates); held-out
-evaluation on 16 test prompts x k = 4 before training, after 20 updates and at the end; lr 2e-5,
-no warm-up (the paper's 1e-6 would not move a 135M model within 40 updates).
+over to held-out prompts); 16-token answers; 20 batches of 1 prompt, K = 2 (40 updates: RESD
+samples 1 answer per update, SDPO and GRPO 8); held-out evaluation on 16 test prompts x k = 4
+before training, after 20 updates and at the end; lr 2e-5, no warm-up (the paper's 1e-6 would not
+move a 135M model within 40 updates). A first sizing with 2 prompts per batch took 14 / 28 / 7 s
+per RESD / SDPO / GRPO update on the shared 2 cores (SDPO distils all 16 samples of a batch),
+which put the 15 runs near three hours, so it was halved.
 
     python benchmarks/learning_cpu.py                 # the real run (~60-90 min on 2 cores)
     python benchmarks/learning_cpu.py --quick         # minutes: tiny-random model, 1 seed, 2 updates
@@ -39,7 +42,7 @@ CPU_CONFIG = {
     "env": "constraints",
     "env_options": {"rules": ["starts_with"], "max_constraints": 1, "train_size": 256, "test_size": 32},
     "model": "smollm2-135m",
-    "batch_size": 2,
+    "batch_size": 1,
     "max_batches": 20,
     "inner_updates": 2,
     "max_completion_length": 16,

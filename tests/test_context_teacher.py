@@ -9,7 +9,7 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from resd.context import TeacherSlots, build_teacher_messages, fit_teacher_prompt
+from resd.context import TeacherSlots, build_teacher_messages
 from resd.context.prompt_files import read_template
 from resd.context.teacher_prompt import TEMPLATE_NAMES
 from resd.errors import UserError

@@ -51,7 +51,8 @@ def test_the_algorithm_map_names_functions_that_exist():
                "resd.train.packing", "resd.generation", "resd.envs.base", "resd.eval.scoring", "resd.eval.metrics",
                "resd.context.engine", "resd.context.playbook", "resd.context.updater", "resd.context.reflect",
                "resd.context.buffer", "resd.context.teacher_prompt", "resd.distill.losses", "resd.distill.masks",
-               "resd.context", "resd.distill", "resd.eval", "resd"]
+               "resd.engines", "resd.train.probe", "resd.train.health", "resd.context", "resd.distill", "resd.eval",
+               "resd"]
     loaded = [importlib.import_module(m) for m in modules]
 
     def exists(dotted: str) -> bool:

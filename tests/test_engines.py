@@ -8,7 +8,6 @@ subprocesses. They need the CPU extra (README); CI installs it."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys

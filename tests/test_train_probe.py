@@ -71,7 +71,6 @@ def test_probe_command_writes_json_chart_and_verdict(tmp_path, capsys):
 
 
 def test_probe_without_any_failure_reports_it(tmp_path):
-    import resd.envs as envs
     from toyenv import LetterEnv
 
     class Always(LetterEnv):

@@ -638,7 +638,7 @@ def build_report(runs: Sequence[Run], out_dir: str | Path, title: str = "resd co
     }
     sections: list[tuple[str, str, str | None]] = [
         ("Runs", "\n".join(_describe(runs)), None),
-        (f"Selected checkpoints (Table 2 layout, %; mean ± std over seeds)",
+        ("Selected checkpoints (Table 2 layout, %; mean ± std over seeds)",
          table_markdown(table_rows, k) + "\n\nEach seed's checkpoint is chosen by the same rule for every "
          "method: rank each of the four metrics across evaluated steps, sum the ranks, take the highest "
          "total (ties: the later step)." + ("\nThe base model row is the step-0 evaluation." if base else ""),
