@@ -216,3 +216,28 @@ def test_a_judge_that_raises_costs_only_that_answer():
     outcomes = score_guarded(Fragile(), [task] * 3, ["fine", "boom", "fine"])
     assert [o.reward for o in outcomes] == [1.0, 0.0, 1.0]
     assert "judge failed" in outcomes[1].feedback and outcomes[1].details["judge_error"].startswith("ZeroDivisionError")
+
+
+def test_a_correct_threaded_program_passes(code_env):
+    """Competitive programs often run their solution in a thread with a larger stack."""
+    task = next(t for t in code_env.tasks("train") if t.id == "code-add-two")
+    program = ("import sys, threading\nsys.setrecursionlimit(10**6)\nthreading.stack_size(1 << 26)\n"
+               "def main():\n    a, b = map(int, sys.stdin.readline().split())\n    print(a + b)\n"
+               "t = threading.Thread(target=main)\nt.start()\nt.join()\n")
+    outcome = code_env.score(task, fenced(program))
+    assert outcome.reward == 1.0, outcome.feedback
+
+
+def test_the_sandbox_a_run_used_is_written_to_its_run_directory(tmp_path):
+    import json as _json
+
+    from resd.models import tiny_model
+    from resd.train import RESDTrainer, load_config
+
+    cfg = load_config(method="grpo", env="code", model="tiny-random", batch_size=2, max_batches=1, inner_updates=1,
+                      num_generations=2, max_completion_length=4, do_eval=False, progress=False,
+                      env_options={"workers": 1}, output_dir=str(tmp_path / "run"))
+    model, tok = tiny_model()
+    run = RESDTrainer(cfg, model=model, tokenizer=tok).train()
+    layers = _json.loads((run / "sandbox.json").read_text())
+    assert layers["mode"] == "bwrap" and layers["os_isolation"] and not layers["reason"]

@@ -50,7 +50,7 @@ from resd.distill.losses import group_advantages, success_rate_weights
 from resd.errors import UserError
 from resd.eval.metrics import select_checkpoint
 from resd.eval.scoring import score_rollouts
-from resd.files import replace_dir_atomic
+from resd.files import replace_dir_atomic, write_json_atomic
 from resd.generation import encode_prompts
 from resd.train.build import (automatic_slots, build_accelerator, build_context_engine, build_environment,
                               build_generator, build_policy, build_run_dir, build_stream, build_update,
@@ -162,6 +162,11 @@ class RESDTrainer:
         seed_everything(cfg.seed)
         self.env = self._env_in if self._env_in is not None else build_environment(cfg)
         self.stream, self.batches = build_stream(self.env, cfg)
+        if self.ranks.main and getattr(self.env, "sandbox", None):
+            # Which isolation model-written code ran under is part of the result (unsafe-local shows).
+            from resd.envs.sandbox import isolation
+
+            write_json_atomic(self.run.root / "sandbox.json", dataclasses.asdict(isolation(self.env.sandbox)))
         self.policy = build_policy(cfg, self.acc, model=self._model_in, tokenizer=self._tokenizer_in)
         auto = cfg.distills and cfg.teacher_slots == "auto"
         helpful = start_probe(cfg, self.policy, self.env, self.run, self.ranks) if auto or cfg.probe_at_start else []
