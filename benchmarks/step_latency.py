@@ -4,6 +4,7 @@
     python benchmarks/step_latency.py --env constraints --max-new-tokens 128   # short answers (~9 min)
     python benchmarks/step_latency.py --model tiny-random --env constraints   # plumbing check in seconds
     python benchmarks/step_latency.py --backend vllm        # rollouts, reflections on vLLM; weight-sync phase
+    python benchmarks/step_latency.py --backend both        # HF and vLLM side by side, interleaved
 
 The default workload is the paper's own latency measurement (App. F, Figure 8: BouncingSim-Easy):
 a program-writing task whose answers fill the 512-token budget, against 48-token reflections and
@@ -42,15 +43,15 @@ METHODS = (("RESD (N=1)", "resd", 1), ("SDPO (N=1)", "sdpo", 1), ("GRPO (G=8)", 
 TARGETS = {"RESD/SDPO": 1.5, "RESD/GRPO": 0.5}
 
 
-def make_trainer(method: str, n: int, model, tokenizer, args, out: Path):
+def make_trainer(method: str, n: int, model, tokenizer, args, out: Path, backend: str):
     from resd.train import RESDTrainer, load_config
 
     cfg = load_config(
         method=method, model=args.model, env=args.env, num_generations=n, batch_size=args.batch_size,
         max_batches=1, inner_updates=args.warmup + args.updates, max_completion_length=args.max_new_tokens,
         generation_batch_size=args.generation_batch_size, micro_batch_size=args.micro_batch_size,
-        seed=args.seed, do_eval=False, progress=False, output_dir=str(out / method),
-        learning_rate=1e-6, warmup_steps=0, generation={"backend": args.backend},
+        seed=args.seed, do_eval=False, progress=False, output_dir=str(out / f"{method}-{backend}"),
+        learning_rate=1e-6, warmup_steps=0, generation={"backend": backend},
         context={"reflection_max_new_tokens": args.context_tokens, "curation_max_new_tokens": args.context_tokens})
     trainer = RESDTrainer(cfg, model=copy.deepcopy(model), tokenizer=tokenizer)
     trainer.setup()
@@ -67,9 +68,10 @@ def reset_weights(trainer, initial: dict) -> None:
     trainer.generator.sync(trainer.student)  # the vLLM engine samples from the reset weights too
 
 
-def run_interleaved(model, tokenizer, args, out: Path) -> dict[str, dict[str, float]]:
-    """Per method, the mean seconds per timed update of each phase."""
-    trainers = {label: make_trainer(method, n, model, tokenizer, args, out) for label, method, n in METHODS}
+def run_interleaved(model, tokenizer, args, out: Path, backends: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """Per method (and backend), the mean seconds per timed update of each phase."""
+    trainers = {f"{label} {b}" if len(backends) > 1 else label: make_trainer(method, n, model, tokenizer, args, out, b)
+                for b in backends for label, method, n in METHODS}
     initial = copy.deepcopy(model.state_dict())
     tasks = next(iter(trainers.values())).batches[0]  # same seed: the same first batch for every method
     timed: dict[str, list[dict]] = {label: [] for label in trainers}
@@ -101,34 +103,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--generation-batch-size", type=int, default=16)
     parser.add_argument("--micro-batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--backend", choices=("hf", "vllm"), default="hf", help="generation engine (default hf)")
+    parser.add_argument("--backend", choices=("hf", "vllm", "both"), default="hf",
+                        help="generation engine (default hf; both: HF and vLLM side by side)")
     parser.add_argument("--out", default=None, help="keep the run directories here (default: a temp dir)")
     args = parser.parse_args(argv)
 
     from resd.models import load
 
     model, tokenizer = load(args.model)
-    results: dict[str, dict[str, float]] = {}
+    backends = ("hf", "vllm") if args.backend == "both" else (args.backend,)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out) if args.out else Path(tmp)
-        results = run_interleaved(model, tokenizer, args, out)
+        results = run_interleaved(model, tokenizer, args, out, backends)
 
-    labels = [m[0] for m in METHODS]
     print(f"\nseconds per update (mean over {args.updates} updates after {args.warmup} untimed, each from the initial "
-          f"weights; {args.batch_size} prompts, "
-          f"{args.max_new_tokens} rollout tokens, {args.context_tokens} reflection/curation tokens, model {args.model}, "
-          f"{args.backend} engine)")
-    print(f"{'phase (s)':<22}" + "".join(f"{label:>14}" for label in labels))
-    for phase in PHASES:
-        print(f"{phase:<22}" + "".join(f"{results[label][f'time/{phase}']:>14.2f}" for label in labels))
-    for name, key in SIZES:
-        print(f"{name:<22}" + "".join(f"{results[label][key]:>14.1f}" for label in labels))
-    resd, sdpo, grpo = (results[label]["time/step"] for label in labels)
-    ratios = {"RESD/SDPO": resd / sdpo, "RESD/GRPO": resd / grpo}
-    print()
-    for name, value in ratios.items():
-        verdict = "PASS" if value <= TARGETS[name] else "MISS"
-        print(f"{name:<10} step ratio {value:6.2f}   target <= {TARGETS[name]:.1f}   {verdict}")
+          f"weights; {args.batch_size} prompts, {args.max_new_tokens} rollout tokens, {args.context_tokens} "
+          f"reflection/curation tokens, model {args.model}, {' and '.join(backends)} engine)")
+    for backend in backends:
+        labels = [f"{m[0]} {backend}" if len(backends) > 1 else m[0] for m in METHODS]
+        print(f"\n{'phase (s)':<22}" + "".join(f"{label:>16}" for label in labels))
+        for phase in PHASES:
+            print(f"{phase:<22}" + "".join(f"{results[label][f'time/{phase}']:>16.2f}" for label in labels))
+        for name, key in SIZES:
+            print(f"{name:<22}" + "".join(f"{results[label][key]:>16.1f}" for label in labels))
+        resd, sdpo, grpo = (results[label]["time/step"] for label in labels)
+        ratios = {"RESD/SDPO": resd / sdpo, "RESD/GRPO": resd / grpo}
+        print()
+        for name, value in ratios.items():
+            verdict = "PASS" if value <= TARGETS[name] else "MISS"
+            print(f"{name:<10} step ratio {value:6.2f}   target <= {TARGETS[name]:.1f}   {verdict}   ({backend})")
+        if backend == "vllm":
+            share = results[labels[0]]["time/weight_sync"] / results[labels[0]]["time/step"]
+            print(f"weight sync share of a RESD update {share:6.3f}   target <= 0.05   {'PASS' if share <= 0.05 else 'MISS'}")
+    if len(backends) > 1:
+        print()
+        for label, _, _ in METHODS:
+            speedup = results[f"{label} hf"]["time/step"] / results[f"{label} vllm"]["time/step"]
+            target = " target >= 1.5   " + ("PASS" if speedup >= 1.5 else "MISS") if label.startswith("RESD") else ""
+            print(f"{label:<12} update HF / vLLM {speedup:6.2f}{target}")
     return 0
 
 
