@@ -76,6 +76,8 @@ class Engine(Protocol):
 
     def sync(self, model: Any) -> float: ...
 
+    def sleep(self) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -105,6 +107,9 @@ class HFEngine:
 
     def sync(self, model: Any) -> float:
         return 0.0
+
+    def sleep(self) -> None:
+        pass
 
     def close(self) -> None:
         pass

@@ -341,6 +341,7 @@ class RESDTrainer:
         }
 
         # Teacher prompts, teacher forward, loss, one optimiser step (Alg. 1 lines 16-18).
+        self.generator.sleep()  # vLLM on a GPU frees its KV cache while the trainer needs the memory
         self.update.times = PhaseTimes()
         if context is not None:
             items, stats = self._distillation_items(samples, context)
