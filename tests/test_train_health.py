@@ -18,7 +18,8 @@ def test_a_healthy_run_raises_nothing():
 
 
 def test_each_condition_warns_once_after_patience_updates():
-    cases = {"learning signal": dict(distill_tokens=0, distill_fraction=0.0),
+    cases = {"learning signal": dict(distill_tokens=0, distill_fraction=0.0, success_rate=0.0),
+             "every rollout succeeded": dict(distill_tokens=0, distill_fraction=0.0, success_rate=1.0),
              "gradient norm": dict(grad_norm=1e-5),
              "entropy": dict(**{"health/entropy": 0.05}),
              "teacher did not prefer": dict(**{"health/teacher_advantage": -0.2})}

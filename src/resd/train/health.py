@@ -2,11 +2,13 @@
 curve look normal (SDPO's users report runs whose gradient norm sat near 1e-5 for hundreds of steps,
 or that collapsed, with no warning).
 
-Each update's record (metrics.jsonl) is checked for four conditions; one that holds for `patience`
+Each update's record (metrics.jsonl) is checked for five conditions; one that holds for `patience`
 consecutive updates produces one warning line, and another only after it has cleared:
 
-* no signal: no sample carried a learning signal (no distilled sample; for GRPO, every group had
-  one reward, so every advantage was 0);
+* all solved: every rollout succeeded, so nothing is left to learn on these prompts (GRPO's
+  advantages are 0, self-distillation has no failure to correct): a good end, said so;
+* no signal: otherwise no sample carried a learning signal (no distilled sample; for GRPO, every
+  group had one reward, so every advantage was 0);
 * vanishing gradient: the gradient norm fell under 1% of the run's first one (or under 1e-8);
 * entropy collapse: the student's entropy on its own samples fell under 10% of the first value;
 * teacher disagrees: the teacher did not prefer what the environment accepted (teacher advantage
@@ -19,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 MESSAGES = {
+    "all_solved": "every rollout succeeded for {n} updates: nothing is left to learn on these prompts "
+                  "(the weights stop moving); stop here or give it harder tasks",
     "no_signal": "no sample carried a learning signal for {n} updates (no success in any group, or no "
                  "teacher that knew more than its student); the weights are not moving",
     "vanishing_gradient": "the gradient norm is under 1% of the first update's for {n} updates "
@@ -33,7 +37,7 @@ MESSAGES = {
 
 @dataclass
 class HealthMonitor:
-    """Consecutive-update counters of the four conditions; `state_dict` goes into checkpoints so a
+    """Consecutive-update counters of the five conditions; `state_dict` goes into checkpoints so a
     resumed run warns exactly as an uninterrupted one."""
 
     patience: int = 3
@@ -50,8 +54,10 @@ class HealthMonitor:
         signal = record.get("distill_tokens", 0) > 0 and record.get("distill_fraction", 0) > 0
         grad, entropy = values["grad_norm"], values["entropy"]
         advantage = record.get("health/teacher_advantage")
+        solved = record.get("success_rate", 0) >= 1
         holds = {
-            "no_signal": (not signal, None),
+            "all_solved": (not signal and solved, None),
+            "no_signal": (not signal and not solved, None),
             "vanishing_gradient": (signal and isinstance(grad, (int, float)) and "grad_norm" in self.first
                                    and grad < max(1e-8, 0.01 * self.first["grad_norm"]), grad),
             "entropy_collapse": (isinstance(entropy, (int, float)) and "entropy" in self.first
