@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
                               seed=args.seed, batch_size=args.batch, max_steps=args.steps,
                               max_completion_length=args.max_new_tokens, eval_at_start=False, eval_every=None,
                               eval_limit=1, eval_k=1)
-            run_dir = RESDTrainer(cfg).train()
+            trainer = RESDTrainer(cfg)
+            run_dir = trainer.train()
+            trainer.close()
             metrics, source = read_jsonl(Path(run_dir) / "metrics.jsonl"), f"fresh run ({args.steps} updates)"
     if not metrics:
         raise SystemExit(f"no policy updates logged in {source}")

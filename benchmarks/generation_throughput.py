@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             totals[name][0] += fn()
             totals[name][1] += time.perf_counter() - start
+    if "vllm" in sides:
+        engine.close()
     rate = {name: tokens / seconds for name, (tokens, seconds) in totals.items()}
     results = [Result("generated tokens/s (ours vs plain)", rate["ours"], rate["plain"], "tok/s", 0.9,
                       note=f"tokens ours {totals['ours'][0]}, plain {totals['plain'][0]}")]

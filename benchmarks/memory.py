@@ -86,7 +86,9 @@ def child(args: argparse.Namespace) -> None:
             torch.cuda.reset_peak_memory_stats()
         loaded = rss_bytes()
         with PeakSampler() as sampler:
-            RESDTrainer(cfg, model=model, tokenizer=tokenizer).train()
+            trainer = RESDTrainer(cfg, model=model, tokenizer=tokenizer)
+            trainer.train()
+            trainer.close()
         result = {"method": args.child, "loaded_bytes": loaded, "peak_bytes": max(sampler.peak, max_rss_bytes()),
                   "cuda_peak_bytes": torch.cuda.max_memory_allocated() if cuda else None,
                   "num_generations": cfg.num_generations}

@@ -4,7 +4,7 @@
     python benchmarks/step_latency.py --env constraints --max-new-tokens 128   # short answers (~9 min)
     python benchmarks/step_latency.py --model tiny-random --env constraints   # plumbing check in seconds
     python benchmarks/step_latency.py --backend vllm        # rollouts, reflections on vLLM; weight-sync phase
-    python benchmarks/step_latency.py --backend both        # HF and vLLM side by side, interleaved
+    python benchmarks/step_latency.py --backend both        # HF and vLLM side by side (per method), interleaved
 
 The default workload is the paper's own latency measurement (App. F, Figure 8: BouncingSim-Easy):
 a program-writing task whose answers fill the 512-token budget, against 48-token reflections and
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import sys
 import tempfile
 from pathlib import Path
@@ -69,23 +70,38 @@ def reset_weights(trainer, initial: dict) -> None:
 
 
 def run_interleaved(model, tokenizer, args, out: Path, backends: tuple[str, ...]) -> dict[str, dict[str, float]]:
-    """Per method (and backend), the mean seconds per timed update of each phase."""
-    trainers = {f"{label} {b}" if len(backends) > 1 else label: make_trainer(method, n, model, tokenizer, args, out, b)
-                for b in backends for label, method, n in METHODS}
+    """Per method (and backend), the mean seconds per timed update of each phase.
+
+    One backend: the three methods take turns update by update. Both backends: each method's HF and
+    vLLM trainers take turns, one method after the other: six trainers (weights, optimiser, EMA
+    teacher each) and three vLLM engines alive at once do not fit in 24 GiB, and a machine that
+    swaps or evicts its page cache times nothing but that. The HF/vLLM ratios are then interleaved;
+    the ratios between methods come from consecutive blocks of the same run."""
     initial = copy.deepcopy(model.state_dict())
-    tasks = next(iter(trainers.values())).batches[0]  # same seed: the same first batch for every method
-    timed: dict[str, list[dict]] = {label: [] for label in trainers}
-    for update in range(args.warmup + args.updates):
-        for label, trainer in trainers.items():
-            print(f"update {update + 1}/{args.warmup + args.updates}: {label}"
-                  f"{' (warm-up, untimed)' if update < args.warmup else ''} ...", file=sys.stderr, flush=True)
-            reset_weights(trainer, initial)
-            record = trainer.step(tasks)
-            if update >= args.warmup:
-                timed[label].append(record)
-    keys = [f"time/{p}" for p in PHASES] + [key for _, key in SIZES]
-    return {label: {k: sum(float(r.get(k, 0.0)) for r in rows) / len(rows) for k in keys}
-            for label, rows in timed.items()}
+    groups = [list(METHODS)] if len(backends) == 1 else [[m] for m in METHODS]
+    results: dict[str, dict[str, float]] = {}
+    for methods in groups:
+        trainers = {f"{label} {b}" if len(backends) > 1 else label: make_trainer(method, n, model, tokenizer, args,
+                                                                                  out, b)
+                    for label, method, n in methods for b in backends}
+        tasks = next(iter(trainers.values())).batches[0]  # same seed: the same first batch for every method
+        timed: dict[str, list[dict]] = {label: [] for label in trainers}
+        for update in range(args.warmup + args.updates):
+            for label, trainer in trainers.items():
+                print(f"update {update + 1}/{args.warmup + args.updates}: {label}"
+                      f"{' (warm-up, untimed)' if update < args.warmup else ''} ...", file=sys.stderr, flush=True)
+                reset_weights(trainer, initial)
+                record = trainer.step(tasks)
+                if update >= args.warmup:
+                    timed[label].append(record)
+        for trainer in trainers.values():
+            trainer.close()
+        del trainers
+        gc.collect()
+        keys = [f"time/{p}" for p in PHASES] + [key for _, key in SIZES]
+        results.update({label: {k: sum(float(r.get(k, 0.0)) for r in rows) / len(rows) for k in keys}
+                        for label, rows in timed.items()})
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -97,19 +97,38 @@ print("RESULT " + json.dumps(out), flush=True)
 '''
 
 
+def _clean_exit(proc: subprocess.CompletedProcess, env: dict) -> None:
+    assert "Traceback" not in proc.stderr, proc.stderr[-4000:]
+    assert not list(Path(env["TMPDIR"]).glob("resd-vllm-*")), "the engine's weight export was left behind"
+
+
+@pytest.fixture
+def vllm_env(tmp_path, subprocess_env) -> dict:
+    """The subprocess environment with a TMPDIR of its own, to see what the engine leaves there."""
+    folder = tmp_path / "tmpdir"
+    folder.mkdir()
+    return {**subprocess_env, "TMPDIR": str(folder)}
+
+
+def _metrics(run: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
+
+
 def _run_script(code: str, tmp_path: Path, env: dict) -> dict:
     script = tmp_path / "script.py"
     script.write_text(code)
     proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    _clean_exit(proc, env)  # engines never closed: their exports go when the interpreter exits
     line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
     return json.loads(line[len("RESULT "):])
 
 
 @needs_vllm
 @pytest.mark.slow
-def test_vllm_engine_equals_hf_before_and_after_syncs_full_and_lora(tmp_path, subprocess_env):
-    out = _run_script(EQUIVALENCE, tmp_path, subprocess_env)
+def test_vllm_engine_equals_hf_before_and_after_syncs_full_and_lora(tmp_path, vllm_env):
+    out = _run_script(EQUIVALENCE, tmp_path, vllm_env)
     assert out["prompt_ids_equal"] and out["greedy_equal_before"] and out["greedy_equal_after"], out
     assert out["stale_caught"], "verify() must fail on weights that were not synced"
     assert out["gap_after_sync"] < 1e-3 and out["lora_gap_after_sync"] < 1e-3, out
@@ -137,43 +156,75 @@ def _config(tmp_path: Path, **extra) -> Path:
 
 
 def _train(args: list[str], env: dict, launcher: list[str] | None = None) -> None:
+    """`resd train` in a subprocess: it succeeds, shuts its engine down cleanly (no traceback from
+    vLLM's exit-time finaliser) and leaves no exported copy of the weights behind in TMPDIR."""
     proc = subprocess.run([*(launcher or [sys.executable]), "-m", "resd.cli", "train", *args], env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-
-
-def _metrics(run: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
+    _clean_exit(proc, env)
 
 
 @needs_vllm
 @pytest.mark.slow
-def test_training_on_vllm_syncs_every_update_and_resumes_exactly(tmp_path, subprocess_env):
+def test_training_on_vllm_syncs_every_update_and_resumes_exactly(tmp_path, vllm_env):
     config = _config(tmp_path, method="sdpo", num_generations=2)
     full, part = tmp_path / "full", tmp_path / "part"
-    _train(["--config", str(config), "--output-dir", str(full)], subprocess_env)
+    _train(["--config", str(config), "--output-dir", str(full)], vllm_env)
     rows = [json.loads(line) for line in (full / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert all(r["time/weight_sync"] > 0 for r in rows if r["distill_tokens"] > 0)
     # the same run stopped after 2 updates and resumed gives the same metrics
-    _train(["--config", str(config), "--output-dir", str(part), "max_steps=2"], subprocess_env)
+    _train(["--config", str(config), "--output-dir", str(part), "max_steps=2"], vllm_env)
     saved = yaml.safe_load((part / "config.yaml").read_text())
     saved["max_steps"] = None
     (part / "config.yaml").write_text(yaml.safe_dump(saved))
-    _train(["--resume", str(part)], subprocess_env)
+    _train(["--resume", str(part)], vllm_env)
     assert _metrics(part) == _metrics(full)
+
+
+FREED = r'''
+import gc, json, sys, weakref
+import yaml
+from resd.train import RESDTrainer, load_config
+
+cfg = load_config(sys.argv[1], [], output_dir=sys.argv[2])
+trainer = RESDTrainer(cfg)
+trainer.setup()
+trainer.step(trainer.batches[0])
+alive = [weakref.ref(trainer), weakref.ref(trainer.generator), weakref.ref(trainer.student)]
+trainer.close()
+del trainer
+gc.collect()
+print("RESULT " + json.dumps({"alive": [ref() is not None for ref in alive]}), flush=True)
+'''
 
 
 @needs_vllm
 @pytest.mark.slow
-def test_two_processes_each_with_an_engine(tmp_path, subprocess_env):
+def test_a_closed_vllm_trainer_is_freed(tmp_path, vllm_env):
+    """Nothing vLLM keeps (an import error's traceback held the frames that built the engine) pins
+    the trainer, its weights and its engine after close(): `resd compare` and the benchmarks build
+    several trainers in one process."""
+    script = tmp_path / "freed.py"
+    script.write_text(FREED)
+    proc = subprocess.run([sys.executable, str(script), str(_config(tmp_path, method="resd")), str(tmp_path / "run")],
+                          env=vllm_env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    _clean_exit(proc, vllm_env)
+    result = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))[len("RESULT "):])
+    assert result["alive"] == [False, False, False]
+
+
+@needs_vllm
+@pytest.mark.slow
+def test_two_processes_each_with_an_engine(tmp_path, vllm_env):
     exe = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
     launcher = [exe, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
                 "--dynamo_backend", "no", "--main_process_port", "29541"]
     run = tmp_path / "run"
     proc = subprocess.run([*launcher, "-m", "resd.cli", "train", "--config", str(_config(tmp_path, method="resd")),
-                           "--output-dir", str(run)], env=subprocess_env, capture_output=True, text=True, timeout=900)
+                           "--output-dir", str(run)], env=vllm_env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    _clean_exit(proc, vllm_env)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["rollouts"] for r in rows] == [2, 4, 6, 8] and all(r["context/ranks_identical"] == 1.0 for r in rows)

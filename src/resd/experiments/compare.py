@@ -169,6 +169,7 @@ def compare_methods(*, methods: list[str], seeds: list[int], out_dir: Path, conf
         run_start = time.perf_counter()
         trainer = RESDTrainer.from_run_dir(run.output_dir) if resuming else RESDTrainer(cfg)
         trainer.train()
+        trainer.close()
         print(f"{head}: done in {time.perf_counter() - run_start:.0f}s", flush=True)
 
     runs = [load_run(r.output_dir) for r in planned]

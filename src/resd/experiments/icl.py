@@ -214,6 +214,7 @@ def run(args: argparse.Namespace) -> int:
     results["with_playbook"] = evaluate(model, tokenizer, env, prompt_transform=transform, **common)
     if args.with_base:
         results["without_playbook"] = evaluate(model, tokenizer, env, **common)
+    engine.close()
     write_json_atomic(out / "eval.json", results)
 
     print(f"playbook: {updater.playbook_size():.0f} entries -> {out / 'playbook.json'} "

@@ -115,7 +115,9 @@ def solve(config: Any, *, model: Any = None, tokenizer: Any = None, env: Environ
 
     inner = env if env is not None else get(config.env, **config.env_options)
     one = OneTaskEnv(inner, task_id)
-    run_dir = RESDTrainer(config, model=model, tokenizer=tokenizer, env=one).train()
+    trainer = RESDTrainer(config, model=model, tokenizer=tokenizer, env=one)
+    run_dir = trainer.train()
+    trainer.close()
     attempts = [
         Attempt(number=int(m["step"]), reward=float(m["reward_mean"]), acc=float(m.get("acc_mean", m["reward_mean"])),
                 solved=float(m["success_rate"]) > 0, loss=m.get("loss"), playbook_size=int(m.get("playbook_size", 0)),

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir = trainer.train()
     from resd.train.trainer import finish_distributed
 
-    finish_distributed()
+    finish_distributed(trainer.close)
     if trainer.main:
         print(f"run directory: {run_dir}")
         from resd.report import run_summary_text

@@ -40,7 +40,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -83,14 +83,18 @@ def derive_seed(*parts: int) -> int:
     return h % (2**31 - 1)
 
 
-def finish_distributed() -> None:
-    """Wait for every rank, then tear the process group down before the interpreter exits: a gloo
+def finish_distributed(close: Callable[[], None] | None = None) -> None:
+    """Wait for every rank, run `close` (the generation engine's shutdown, which may leave the group
+    itself: vLLM's does), then tear the process group down before the interpreter exits: a gloo
     group left alive can abort a rank at exit ("terminate called without an active exception")
-    after all the work is done. A no-op in a single process."""
+    after all the work is done."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+    if close is not None:
+        close()
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 
@@ -253,6 +257,13 @@ class RESDTrainer:
         if cfg.report_to:
             self.acc.end_training()
         return self.run.root
+
+    def close(self) -> None:
+        """Shut the generation engine down: vLLM frees its memory and deletes the copy of the
+        weights it was built from (a no-op for the HF engine). Call it once the run is over."""
+        generator = getattr(self, "generator", None)
+        if generator is not None:
+            generator.close()
 
     def step(self, tasks: list) -> dict[str, Any]:
         """One full iteration on `tasks` outside the stream: rollout, score, context, one policy
