@@ -218,11 +218,11 @@ def test_config_validation_and_generate_contract():
 
 def test_updater_runs_with_a_real_tiny_model():
     """Real generation end to end: random text is malformed output, so it is counted, not fatal."""
-    from resd.generation import make_generate_fn
+    from resd.engines import HFEngine, generate_fn
     from resd.models import tiny_model
 
     model, tokenizer = tiny_model(seed=0)
-    generate = make_generate_fn(model, tokenizer, batch_size=4)
+    generate = generate_fn(HFEngine(model, tokenizer, batch_size=4))
     calls = []
 
     def counted(prompts, max_new_tokens, temperature):

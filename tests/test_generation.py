@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from resd.generation import Rollout, encode_prompts, make_generate_fn, sample
+from resd.engines import HFEngine, generate_fn
+from resd.generation import Rollout, encode_prompts, sample
 from resd.models import chain_model, tiny_model
 
 
@@ -138,9 +139,9 @@ def test_bad_arguments(tiny):
         sample(model, tokenizer, [[{"text": "no role"}]])
 
 
-def test_make_generate_fn_accepts_strings_and_messages():
+def test_generate_fn_accepts_strings_and_messages():
     model, tokenizer = chain_model()
-    generate = make_generate_fn(model, tokenizer, batch_size=2)
+    generate = generate_fn(HFEngine(model, tokenizer, batch_size=2))
     assert generate(["e", user("zb"), "?"], 10, 0.0) == ["fgh", "cdefgh", ""]
     assert generate(["a"], 2, 0.0) == ["bc"]
 
@@ -165,7 +166,7 @@ def test_stop_when_ends_only_the_matching_row_and_keeps_its_prefix(tiny):
     assert seen and not any("prompt" in t for t in seen)  # the predicate sees the answer, not the prompt
     greedy = sample(model, tokenizer, prompts[:1], max_new_tokens=32, temperature=0)[0][0]
     greedy_8 = tokenizer.decode(greedy.completion_ids[:8], skip_special_tokens=True)
-    generate = make_generate_fn(model, tokenizer, stop_when=lambda text: text == greedy_8)
+    generate = generate_fn(HFEngine(model, tokenizer), stop_when=lambda text: text == greedy_8)
     assert generate(prompts[:1], 32, 0.0) == [greedy_8]
 
 

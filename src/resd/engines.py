@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
 from resd.errors import UserError
-from resd.generation import GenerateFn, PromptLike, Rollout, encode_prompts, eos_token_ids, sample
+from resd.generation import (STOP_CHECK_EVERY, GenerateFn, PromptLike, Rollout, encode_prompts, eos_token_ids,
+                             sample)
 
 BACKENDS = ("hf", "vllm")
-_STOP_EVERY = 8  # tokens between loop checks, as resd.generation._TextStop
 
 
 @dataclass
@@ -84,7 +84,10 @@ class Engine(Protocol):
 
 
 def generate_fn(engine: Engine, *, top_p: float = 0.95, stop_when: Callable[[str], bool] | None = None) -> GenerateFn:
-    """The `generate(prompts, max_new_tokens, temperature) -> texts` callable the context engines use."""
+    """The `generate(prompts, max_new_tokens, temperature) -> texts` callable the context engines use:
+    one completion per prompt, strings sent as a single user message, temperature 0 = greedy,
+    unseeded (the HF engine then draws from the global torch RNG: seed torch once to make a run
+    reproducible). `stop_when` ends an answer early, e.g. `resd.context.reflect.is_degenerate`."""
 
     def generate(prompts: Sequence[PromptLike], max_new_tokens: int = 256, temperature: float = 1.0) -> list[str]:
         rows = engine.sample(list(prompts), n=1, max_new_tokens=max_new_tokens, temperature=temperature,
@@ -345,8 +348,8 @@ class VLLMEngine:
 def _cut_at_loop(tokenizer: Any, tokens: list[int], truncated: bool, eos: set[int],
                  stop_when: Callable[[str], bool]) -> tuple[list[int], bool]:
     """Where resd's HF sampler would have stopped a looping answer: the first multiple of
-    _STOP_EVERY generated tokens at which `stop_when(text so far)` holds (no EOS before it)."""
-    for k in range(_STOP_EVERY, len(tokens) + 1, _STOP_EVERY):
+    STOP_CHECK_EVERY generated tokens at which `stop_when(text so far)` holds (no EOS before it)."""
+    for k in range(STOP_CHECK_EVERY, len(tokens) + 1, STOP_CHECK_EVERY):
         if any(t in eos for t in tokens[:k]):
             break
         if stop_when(tokenizer.decode(tokens[:k], skip_special_tokens=True)):

@@ -278,6 +278,11 @@ class _StepTicker:
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
+STOP_CHECK_EVERY = 8
+"""Generated tokens between two checks of a `stop_when` criterion (decoding the text is cheap next
+to a forward pass, but not free). The vLLM engine cuts its answers at the same checkpoints."""
+
+
 class _TextStop:
     """Per-row stopping criterion from a predicate on the decoded text generated so far.
 
@@ -285,7 +290,7 @@ class _TextStop:
     how many tokens each stopped row had, so the caller can drop the padding `generate` appends."""
 
     def __init__(self, tokenizer: Any, predicate: Callable[[str], bool], prompt_width: int, eos: set[int],
-                 every: int = 8):
+                 every: int = STOP_CHECK_EVERY):
         self.tokenizer, self.predicate, self.prompt_width, self.eos, self.every = (
             tokenizer, predicate, prompt_width, eos, every)
         self.step = 0
@@ -402,27 +407,3 @@ def _left_pad(rows: list[list[int]], pad_id: int, device: Any, shared: int = 0) 
             input_ids[k, width - len(own):] = torch.tensor(own, dtype=torch.long)
             attention_mask[k, width - len(own):] = 1
     return input_ids.to(device), attention_mask.to(device)
-
-
-def make_generate_fn(model: Any, tokenizer: Any, batch_size: int = 8, *, top_p: float = 0.95,
-                     stop_when: Callable[[str], bool] | None = None) -> GenerateFn:
-    """The `generate(prompts, max_new_tokens, temperature) -> list[str]` callable the context
-    engine uses: one completion per prompt, strings sent as a single user message, temperature 0
-    = greedy. Uses the global torch RNG, so seed torch once to make a whole run reproducible.
-    `stop_when` ends an answer early (see `sample`), e.g. `resd.context.reflect.is_degenerate`."""
-
-    def generate(prompts: Sequence[PromptLike], max_new_tokens: int = 256, temperature: float = 1.0) -> list[str]:
-        rollouts = sample(
-            model,
-            tokenizer,
-            list(prompts),
-            n=1,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            batch_size=batch_size,
-            stop_when=stop_when,
-        )
-        return [row[0].text for row in rollouts]
-
-    return generate

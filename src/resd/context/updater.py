@@ -41,7 +41,7 @@ from resd.files import write_json_atomic
 PromptLike = str | list[dict[str, str]]
 GenerateFn = Callable[[list[PromptLike], int, float], list[str]]
 """generate(prompts, max_new_tokens, temperature) -> one completion per prompt (temperature 0 =
-greedy). `resd.generation.make_generate_fn(model, tokenizer)` builds one from a model."""
+greedy). `resd.engines.generate_fn(HFEngine(model, tokenizer))` builds one from a model."""
 
 SCOPES = ("global", "per_example")
 STAT_KEYS: tuple[str, ...] = tuple(f"context/{k}" for k in (

@@ -13,7 +13,6 @@ import re
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-
 from resd.errors import UserError
 
 __all__ = [

@@ -104,7 +104,7 @@ def run_evaluation(
 ) -> EvalResult:
     """Sample k responses for each of the first `limit` tasks of `split` and score them (with
     `engine`, a `resd.engines` generation engine, when given; else resd's HF sampler)."""
-    from resd.generation import sample
+    from resd.engines import HFEngine
 
     if k < 1:
         raise UserError(f"k must be >= 1 (got {k}): the number of samples per test task")
@@ -117,12 +117,9 @@ def run_evaluation(
 
     started = time.perf_counter()
     prompts = [build_messages(t, system_prompt, prompt_transform) for t in tasks]
-    if engine is not None:
-        rollouts = engine.sample(prompts, n=k, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                                 seed=seed, progress=progress)
-    else:
-        rollouts = sample(model, tokenizer, prompts, n=k, max_new_tokens=max_new_tokens, temperature=temperature,
-                          top_p=top_p, batch_size=batch_size, seed=seed, progress=progress)
+    engine = engine or HFEngine(model, tokenizer, batch_size=batch_size)
+    rollouts = engine.sample(prompts, n=k, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                             seed=seed, progress=progress)
     texts = [[r.text for r in row] for row in rollouts]
     outcomes = score_rollouts(env, tasks, rollouts)
     return EvalResult(

@@ -23,7 +23,7 @@ from resd.context.reflect import is_degenerate
 from resd.distill.losses import LossSettings
 from resd.envs import Environment, Task
 from resd.errors import UserError
-from resd.engines import Engine, HFEngine, generate_fn, make_engine
+from resd.engines import Engine, generate_fn, make_engine
 from resd.train.config import RESDConfig, save_config
 from resd.train.ranks import Ranks
 from resd.train.rundir import RunDir
@@ -176,15 +176,13 @@ def build_generator(cfg: RESDConfig, policy: Policy) -> Engine:
                        batch_size=cfg.generation_batch_size, seed=cfg.seed)
 
 
-def build_context_engine(cfg: RESDConfig, policy: Policy, slots: TeacherSlots | None = None,
-                         generator: Engine | None = None) -> ContextEngine | None:
+def build_context_engine(cfg: RESDConfig, policy: Policy, generator: Engine,
+                         slots: TeacherSlots | None = None) -> ContextEngine | None:
     """The engine that builds each sample's teacher context (None for GRPO, which has no teacher).
     `slots` overrides the config's (the outcome of `teacher_slots: auto`). Its model calls
-    (reflect, curate, first error) go through `generator` (default: the HF engine on the student)
-    and stop decoding an answer once it loops: the parsers would reject it anyway."""
+    (reflect, curate, first error) go through `generator`, the run's generation engine, and stop decoding an answer once it loops: the parsers would reject it anyway."""
     if not cfg.distills:
         return None
-    generator = generator or HFEngine(policy.student, policy.tokenizer, cfg.generation_batch_size)
     slots = (slots or cfg.teacher_slots).restricted_to(cfg.template)
     rules = ContextPolicy(slots=slots, success_threshold=cfg.success_reward_threshold,
                           use_peer_solution=cfg.use_peer_solution,

@@ -38,7 +38,8 @@ from resd.errors import UserError
 from resd.eval.metrics import mean_ci
 from resd.eval.scoring import score_rollouts
 from resd.files import write_json_atomic
-from resd.generation import encode_prompts, eos_token_ids, make_generate_fn, sample
+from resd.engines import HFEngine, generate_fn
+from resd.generation import encode_prompts, eos_token_ids, sample
 
 SLOTS: tuple[str, ...] = ("feedback", "previous_trial", "reflection", "playbook", "solution")
 """The teacher-prompt slots in the order the cumulative variants add them."""
@@ -260,7 +261,7 @@ def probe_teacher(model: Any, tokenizer: Any, env: Environment, settings: ProbeS
         picked.append((task, rows[failure], scored[failure], good_ids, good_source, solution))
 
     # One RESD context update over the failures: reflections and the playbook curated from them.
-    generate = make_generate_fn(model, tokenizer, batch_size=settings.batch_size, stop_when=is_degenerate)
+    generate = generate_fn(HFEngine(model, tokenizer, batch_size=settings.batch_size), stop_when=is_degenerate)
     updater = ContextUpdater(context or ContextConfig(), generate, seed=settings.seed,
                              success_threshold=settings.success_threshold)
     if picked:

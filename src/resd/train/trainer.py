@@ -175,8 +175,8 @@ class RESDTrainer:
         auto = cfg.distills and cfg.teacher_slots == "auto"
         helpful = start_probe(cfg, self.policy, self.env, self.run, self.ranks) if auto or cfg.probe_at_start else []
         self.generator = build_generator(cfg, self.policy)
-        self.engine = build_context_engine(cfg, self.policy, automatic_slots(helpful) if auto else None,
-                                           self.generator)
+        self.engine = build_context_engine(cfg, self.policy, self.generator,
+                                           automatic_slots(helpful) if auto else None)
         self.update = build_update(cfg, self.policy, self.acc, self.ranks)
         self.state = RunState(data_order=[t.id for t in self.stream])
         if self.resume_from is not None:
