@@ -9,6 +9,7 @@ must receive nothing, and no process left behind.
 
 from __future__ import annotations
 
+import ast
 import os
 import socket
 import subprocess
@@ -225,7 +226,7 @@ def test_no_root_no_capabilities_own_pid_namespace():
               "print(os.getuid(), st.split('CapEff:')[1].split()[0], sorted(p for p in os.listdir('/proc') if p.isdigit()))")
     uid, caps, pids = r.stdout.split(maxsplit=2)
     assert r.ok and uid != "0" and int(caps, 16) == 0
-    assert pids.strip() == "['1', '2']"  # bubblewrap's init and the program: no host process visible
+    assert pids.strip() == "['1']"  # the program alone (it is the sandbox's init): no host process visible
 
 
 def test_host_files_are_not_there(tmp_path):
@@ -331,3 +332,139 @@ def test_a_thread_bomb_is_capped():
     """)
     r = bwrap(code, threads=8, wall_time=10)
     assert r.ok and int(r.stdout) <= 8
+
+
+# --- every process of the sandbox is the program's own (the pid-1 hijack) ------------------------
+
+HIJACK_SHELLCODE = bytes.fromhex(
+    "b89d000000bf0100000031f60f05"  # prctl(PR_SET_PDEATHSIG, 0): survive bubblewrap's exit
+    "b8390000000f05"                # fork(): denied to the program by its seccomp filter
+    "b801000000bf01000000488d3510000000ba090000000f05"  # write(1, "HIJACKED\n", 9)
+    "b8220000000f05ebf7"            # loop: pause()
+    "48494a41434b45440a"            # "HIJACKED\n"
+)
+"""x86-64 code an attacker writes into another process of the sandbox through /proc/PID/mem, at
+the address where that process will continue when its current system call returns."""
+
+HIJACK = BYPASS + textwrap.dedent(f"""
+    import os
+    me = os.getpid()
+    targets = [int(p) for p in os.listdir('/proc') if p.isdigit() and int(p) != me]
+    for pid in targets:
+        try:
+            pc = int(open(f'/proc/{{pid}}/syscall').read().split()[-1], 16)
+            with open(f'/proc/{{pid}}/mem', 'r+b', buffering=0) as mem:
+                mem.seek(pc)
+                mem.write({HIJACK_SHELLCODE!r})
+            print('wrote into', pid)
+        except OSError as exc:
+            print('refused', pid, exc)
+    print('targets', targets)
+""")
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the injected code is x86-64 machine code")
+def test_no_process_of_the_sandbox_can_be_hijacked_through_proc_mem():
+    """The red team's escape: a program that passes its tests writes code into the sandbox's pid 1
+    (then bubblewrap's own init: same user, no seccomp filter, no limits) which runs once the
+    program has exited: denied system calls work and a process outlives `run_python`."""
+    token = f"resd_token_{uuid.uuid4().hex}.txt"
+    r = run_python(HIJACK, mode="bwrap", files={token: "x"}, wall_time=5)
+    assert "targets" in r.stdout, r  # the attack ran to its end
+    assert "HIJACKED" not in r.stdout and r.limit is None, r
+    time.sleep(0.3)
+    assert _processes_mentioning(token) == []
+
+
+def test_the_program_cannot_outlive_the_call_by_dropping_its_death_signal():
+    """The program is the sandbox's pid 1 and dies with bubblewrap (its death signal), which the
+    host kills: clearing that signal would leave it running after `run_python` returns."""
+    token = f"resd_token_{uuid.uuid4().hex}.txt"
+    code = BYPASS + textwrap.dedent("""
+        import ctypes, time
+        print('prctl', ctypes.CDLL(None, use_errno=True).prctl(1, 0, 0, 0, 0), ctypes.get_errno(), flush=True)
+        time.sleep(60)
+    """)
+    r = run_python(code, mode="bwrap", files={token: "x"}, wall_time=2)
+    assert r.limit == "wall_time" and r.stdout.split() == ["prctl", "-1", "1"], r  # EPERM
+    time.sleep(0.3)
+    assert _processes_mentioning(token) == []
+
+
+# --- memory outside the address space (shmem) ---------------------------------------------------
+
+SHMEM_STASH = BYPASS + textwrap.dedent("""
+    import ctypes, fcntl, os
+    MB = 1 << 20
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.shmat.restype = ctypes.c_void_p
+    stash, keep = {}, []
+
+    def add(route, n):
+        stash[route] = stash.get(route, 0) + n
+
+    for _ in range(40):  # memfd: shmem pages that no mapping holds
+        try:
+            fd = os.memfd_create('x')
+            keep.append(fd)
+            for _ in range(16):
+                add('memfd', os.write(fd, b'x' * MB))
+        except OSError:
+            break
+    for _ in range(40):  # System V shared memory: touched while attached, kept after detaching
+        shmid = libc.shmget(0, 16 * MB, 0o1600)
+        if shmid < 0:
+            break
+        address = libc.shmat(shmid, None, 0)
+        if address in (None, ctypes.c_void_p(-1).value):
+            break
+        ctypes.memset(address, 1, 16 * MB)
+        libc.shmdt(ctypes.c_void_p(address))
+        add('sysv', 16 * MB)
+    for i in range(8):  # System V message queues
+        queue = libc.msgget(0, 0o1600)
+        if queue < 0:
+            break
+        message = ctypes.create_string_buffer(8 + 8192)
+        message[0] = 1
+        while libc.msgsnd(queue, message, 8192, 0o4000) == 0:  # IPC_NOWAIT
+            add('msg', 8192)
+    for i in range(8):  # POSIX shared memory
+        try:
+            with open(f'/dev/shm/x{i}', 'wb') as f:
+                add('posix', f.write(b'x' * 16 * MB))
+        except OSError:
+            break
+    for _ in range(20):  # pipe buffers grown to their largest
+        r, w = os.pipe()
+        keep += [r, w]
+        try:
+            fcntl.fcntl(w, 1031, MB)  # F_SETPIPE_SZ
+        except OSError:
+            pass
+        os.set_blocking(w, False)
+        try:
+            while True:
+                add('pipe', os.write(w, b'x' * 65536))
+        except BlockingIOError:
+            pass
+    print(stash, sum(stash.values()) // MB)
+""")
+
+
+def test_memory_the_address_space_limit_misses_is_not_reachable():
+    """memfd files, System V shared memory and message queues, POSIX shared memory and grown pipe
+    buffers hold host memory that RLIMIT_AS does not count (red team: +600 MiB at 256 MiB)."""
+    r = bwrap(SHMEM_STASH, memory_mb=256, wall_time=20)
+    assert r.ok, r
+    stash = ast.literal_eval(r.stdout.split("}")[0] + "}")
+    assert list(stash) == ["pipe"] and stash["pipe"] <= 20 * 65536, stash  # default 64 KiB pipes only
+
+
+def test_the_unsafe_local_control_shows_the_stash_attack_works():
+    """Control: without the filter (unsafe-local) the same program stashes memory beyond its limit,
+    so the bwrap test above measures a real attack."""
+    r = run_python(SHMEM_STASH.replace("range(40)", "range(2)"), mode="unsafe-local", memory_mb=256, wall_time=20)
+    assert r.ok, r
+    stash = ast.literal_eval(r.stdout.split("}")[0] + "}")
+    assert stash["memfd"] >= 16_000_000 and stash["sysv"] >= 32 << 20 and stash["pipe"] > 8 << 20, stash

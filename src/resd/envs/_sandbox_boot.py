@@ -27,11 +27,11 @@ VIOLATION_MARKER = "SandboxViolation:"
 config = json.loads(sys.argv[1])
 WORKDIR = config["workdir"].rstrip("/")
 
-# 1. Resource limits (soft, hard). The hard CPU limit is one second later than the soft one so
-#    that SIGXCPU (reported as a CPU-time limit) normally comes first.
+# 1. Resource limits (soft, hard). The host says how much later the hard CPU limit (SIGKILL) comes
+#    than the soft one (SIGXCPU, which the kernel does not deliver to a PID namespace's init).
 _cpu = int(config["cpu_seconds"])
 _limits = [
-    (resource.RLIMIT_CPU, (_cpu, _cpu + 1)),
+    (resource.RLIMIT_CPU, (_cpu, _cpu + int(config["cpu_grace_seconds"]))),
     (resource.RLIMIT_AS, (config["memory_bytes"], config["memory_bytes"])),
     (resource.RLIMIT_FSIZE, (config["file_bytes"], config["file_bytes"])),
     (resource.RLIMIT_NOFILE, (64, 64)),

@@ -40,6 +40,7 @@ misses fail against the kernel instead). Not a defence against kernel exploits.
 from __future__ import annotations
 
 import errno
+import fcntl
 import functools
 import json
 import os
@@ -287,15 +288,24 @@ DENIED_SYSCALLS: tuple[str, ...] = (
     "swapon", "swapoff", "acct", "quotactl", "syslog", "vhangup", "fanotify_init", "iopl", "ioperm",
     "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "personality", "uselib", "ustat",
     "sysfs", "lookup_dcookie", "nfsservctl", "process_madvise",
+    # Memory outside the address space that RLIMIT_AS counts: shmem that stays allocated while no
+    # mapping holds it (memfd files, System V shared memory, message queues).
+    "memfd_create", "memfd_secret", "shmget", "shmat", "shmctl", "shmdt", "msgget", "msgsnd", "msgrcv",
+    "msgctl", "semget", "semop", "semtimedop", "semctl", "mq_open", "mq_unlink", "mq_timedsend",
+    "mq_timedreceive", "mq_notify", "mq_getsetattr",
 )
 CLONE_THREAD = 0x00010000
+PR_SET_PDEATHSIG = 1
+F_SETPIPE_SZ = 1031
 
 
 @functools.lru_cache(maxsize=1)
 def _seccomp_program() -> bytes:
     """The BPF program (libseccomp): deny the calls above with EPERM, clone without CLONE_THREAD
     (a new process) with EPERM, and clone3 with ENOSYS so that the C library falls back to clone
-    for threads; everything else is allowed."""
+    for threads; also deny clearing the death signal (the program is the sandbox's pid 1: with
+    its death signal it dies with bubblewrap, which the host kills) and growing pipe buffers (a
+    pipe keeps its default 64 KiB of kernel memory); everything else is allowed."""
     import pyseccomp as seccomp
 
     rules = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
@@ -306,6 +316,8 @@ def _seccomp_program() -> bytes:
             pass  # not a system call on this architecture
     rules.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
     rules.add_rule(seccomp.ERRNO(errno.EPERM), "clone", seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_THREAD, 0))
+    rules.add_rule(seccomp.ERRNO(errno.EPERM), "prctl", seccomp.Arg(0, seccomp.EQ, PR_SET_PDEATHSIG))
+    rules.add_rule(seccomp.ERRNO(errno.EPERM), "fcntl", seccomp.Arg(1, seccomp.EQ, F_SETPIPE_SZ))
     with tempfile.TemporaryFile() as f:
         rules.export_bpf(f)
         f.seek(0)
@@ -363,13 +375,19 @@ def _run(job: SandboxJob) -> SandboxResult:
     return _run_local(job, cpu_seconds)
 
 
+_SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+
+
 def _memfd(name: str, data: bytes) -> int:
     """An anonymous in-memory file holding `data`, positioned at its start (for bwrap's --file and
-    as stdin: no pipe to keep fed, no file on the host's disk)."""
-    fd = os.memfd_create(name, 0)
+    as stdin: no pipe to keep fed, no file on the host's disk). Sealed against writing, growing
+    and shrinking: the program holds it as stdin, and host memory it could fill would count
+    against no limit of the program."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
 
@@ -386,12 +404,18 @@ def _run_bwrap(job: SandboxJob, cpu_seconds: int) -> SandboxResult:
 
     try:
         seccomp_fd = memfd("seccomp", _seccomp_program())
-        config = {"workdir": _WORK, "cpu_seconds": cpu_seconds, "memory_bytes": int(job.memory_mb) << 20,
-                  "file_bytes": int(job.max_file_bytes), "processes": int(job.threads) + 2,
-                  "seccomp_fd": seccomp_fd}
+        # The program is the sandbox's pid 1 (--as-pid-1): no bubblewrap init beside it, so every
+        # process of the sandbox is under the filter and the limits installed by the boot script
+        # (an init of bwrap's own is unfiltered and dumpable by the program's user: it could be
+        # rewritten through /proc/1/mem). The kernel ignores SIGXCPU for a namespace's init, so
+        # the CPU limit ends it with the hard limit's SIGKILL (soft = hard).
+        # processes: RLIMIT_NPROC counts the program's threads, its main one included.
+        config = {"workdir": _WORK, "cpu_seconds": cpu_seconds, "cpu_grace_seconds": 0,
+                  "memory_bytes": int(job.memory_mb) << 20, "file_bytes": int(job.max_file_bytes),
+                  "processes": int(job.threads) + 1, "seccomp_fd": seccomp_fd}
         cmd = (_setpriv_prefix() if _as_nobody() else []) + [
             "bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
-            "--cap-drop", "ALL", "--hostname", "sandbox",
+            "--as-pid-1", "--cap-drop", "ALL", "--hostname", "sandbox",
             "--ro-bind", "/usr/lib", "/usr/lib", "--ro-bind-try", "/usr/lib64", "/usr/lib64",
             "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
         ]
@@ -409,8 +433,9 @@ def _run_bwrap(job: SandboxJob, cpu_seconds: int) -> SandboxResult:
         cmd += ["--remount-ro", "/", "--chdir", _WORK, "--", interpreter.executable, "-I", "-S", "-B",
                 "-c", _BOOT_SOURCE, json.dumps(config)]
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": _WORK, "TMPDIR": _WORK}
+        passed = tuple(fds)  # bwrap's --file sources and the filter; stdin travels as fd 0 only
         stdin_fd = memfd("stdin", job.stdin)
-        result = _supervise(cmd, "/", env, stdin_fd, job.wall_time, job.max_output_bytes, pass_fds=tuple(fds))
+        result = _supervise(cmd, "/", env, stdin_fd, job.wall_time, job.max_output_bytes, pass_fds=passed)
     finally:
         for fd in fds:
             os.close(fd)
@@ -442,7 +467,8 @@ def _run_local(job: SandboxJob, cpu_seconds: int) -> SandboxResult:
         if layers.separate_user:
             for path in [workdir, *workdir.rglob("*")]:
                 os.chown(path, NOBODY_UID, NOBODY_UID)
-        config = {"workdir": str(workdir), "cpu_seconds": cpu_seconds, "memory_bytes": int(job.memory_mb) << 20,
+        config = {"workdir": str(workdir), "cpu_seconds": cpu_seconds, "cpu_grace_seconds": 1,
+                  "memory_bytes": int(job.memory_mb) << 20,
                   "file_bytes": int(job.max_file_bytes), "processes": None, "seccomp_fd": None}
         prefix = (["unshare", "-n", "--"] if layers.no_network else []) + (
             _setpriv_prefix(keep_read=True) if layers.separate_user else [])
