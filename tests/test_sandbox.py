@@ -468,3 +468,20 @@ def test_the_unsafe_local_control_shows_the_stash_attack_works():
     assert r.ok, r
     stash = ast.literal_eval(r.stdout.split("}")[0] + "}")
     assert stash["memfd"] >= 16_000_000 and stash["sysv"] >= 32 << 20 and stash["pipe"] > 8 << 20, stash
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="unsafe-local changes user only when run as root")
+def test_unsafe_local_separate_user_has_no_capabilities(tmp_path):
+    """Red team: unsafe-local kept CAP_DAC_READ_SEARCH for its separate user, which then read a
+    0600 root file in a 0700 folder while `separate_user=True` was reported."""
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    secret = private / "secret.txt"
+    secret.write_text("s3cr3t")
+    secret.chmod(0o600)
+    assert sandbox.isolation("unsafe-local").separate_user
+    code = BYPASS + f"print(open('/proc/self/status').read().split('CapEff:')[1].split()[0])\n" \
+                    f"print(open({str(secret)!r}).read())"
+    r = run_python(code, mode="unsafe-local")
+    assert int(r.stdout.split()[0], 16) == 0, r
+    assert "s3cr3t" not in r.stdout and "PermissionError" in r.stderr, r

@@ -231,7 +231,9 @@ def isolation(mode: str | None = None) -> Isolation:
     if mode == "unsafe-local":
         root = os.name == "posix" and os.geteuid() == 0
         no_network = root and _works(["unshare", "-n", "true"])
-        separate_user = root and _works(_setpriv_prefix(keep_read=True) + [sys.executable, "-I", "-S", "-c", "1"])
+        interpreter = sandbox_interpreter() if root else None
+        separate_user = interpreter is not None and _works(
+            _setpriv_prefix() + [interpreter.executable, "-I", "-S", "-c", "1"])
         return Isolation(mode, False, separate_user, no_network)
     if sys.platform != "linux":
         return Isolation(mode, False, False, False, "bubblewrap needs Linux")
@@ -446,13 +448,12 @@ def _run_bwrap(job: SandboxJob, cpu_seconds: int) -> SandboxResult:
     return result
 
 
-def _setpriv_prefix(keep_read: bool = False) -> list[str]:
-    """Become `nobody` with no capabilities. `keep_read` (unsafe-local only) keeps
-    CAP_DAC_READ_SEARCH so an interpreter under a private home stays readable."""
-    caps = "-all,+dac_read_search" if keep_read else "-all"
+def _setpriv_prefix() -> list[str]:
+    """Become `nobody` with no capabilities at all (none inherited, ambient or in the bounding
+    set) and no way to gain any (no new privileges): a file the host keeps from other users stays
+    unreadable. The interpreter it runs must therefore be world-readable (`sandbox_interpreter`)."""
     return ["setpriv", f"--reuid={NOBODY_UID}", f"--regid={NOBODY_UID}", "--clear-groups",
-            f"--inh-caps={caps}", f"--ambient-caps={caps}" if keep_read else "--ambient-caps=-all",
-            f"--bounding-set={caps}", "--no-new-privs"]
+            "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--no-new-privs"]
 
 
 def _run_local(job: SandboxJob, cpu_seconds: int) -> SandboxResult:
@@ -471,8 +472,11 @@ def _run_local(job: SandboxJob, cpu_seconds: int) -> SandboxResult:
                   "memory_bytes": int(job.memory_mb) << 20,
                   "file_bytes": int(job.max_file_bytes), "processes": None, "seccomp_fd": None}
         prefix = (["unshare", "-n", "--"] if layers.no_network else []) + (
-            _setpriv_prefix(keep_read=True) if layers.separate_user else [])
-        cmd = prefix + [sys.executable, "-I", "-S", "-B", "-c", _BOOT_SOURCE, json.dumps(config)]
+            _setpriv_prefix() if layers.separate_user else [])
+        # The separate user runs the world-readable interpreter the bwrap sandbox would run.
+        interpreter = sandbox_interpreter() if layers.separate_user else None
+        executable = interpreter.executable if interpreter is not None else sys.executable
+        cmd = prefix + [executable, "-I", "-S", "-B", "-c", _BOOT_SOURCE, json.dumps(config)]
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(workdir), "TMPDIR": str(workdir)}
         stdin_fd = _memfd("stdin", job.stdin.encode("utf-8", "surrogateescape"))
         try:
