@@ -26,14 +26,25 @@ def test_a_failed_write_leaves_the_old_folder_untouched(tmp_path):
 def test_leftovers_of_dead_writers_are_cleaned_and_live_ones_kept(tmp_path):
     import os
 
+    from resd.files import _process_start
+
     target = tmp_path / "latest"
-    dead = tmp_path / ".latest.tmp999999999"  # no such process
-    dead.mkdir()
-    live = tmp_path / f".latest.tmp{os.getppid()}"  # a running process (the one that started us)
+    parent = os.getppid()  # a running process (the one that started us)
+    live = tmp_path / f".latest.tmp{parent}-{_process_start(parent)}"
     live.mkdir()
+    leftovers = [tmp_path / ".latest.tmp999999999-5",  # no such process
+                 tmp_path / ".latest.tmp1",  # pid 1 runs, but a name without a start time is no writer's
+                 tmp_path / f".latest.tmp{parent}-1",  # that pid, but a process that started earlier
+                 tmp_path / ".latest.tmpjunk"]
+    for path in leftovers:
+        path.mkdir()
+    (tmp_path / ".latest.tmp2-2").write_text("a file under a writer's name")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / ".latest.tmp3-3").symlink_to(outside)
     with replace_dir_atomic(target) as tmp:
         (tmp / "state.json").write_text("{}")
-    assert not dead.exists() and live.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["latest", "outside", live.name])
 
 
 def test_the_previous_copy_is_the_fallback_until_the_new_one_exists(tmp_path):

@@ -16,9 +16,114 @@ import json
 import math
 import os
 import shutil
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+MAX_JSON_INT_DIGITS = 64
+"""Longest integer a resd JSON reader accepts: far above any count, step or seed resd writes, far
+below the length where parsing an integer costs (Python refuses 4,300 digits with a ValueError)."""
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of arrays/objects a resd JSON reader accepts (resd writes at most a few)."""
+MAX_RUN_FILE_BYTES = 1 << 30
+"""Largest run-directory file (logs, states, snapshots) a resd reader loads into memory."""
+
+
+class UnreadableFile(ValueError):
+    """A file that is not a regular file, too large, not UTF-8, or not the JSON it should be."""
+
+
+def read_regular_bytes(path: str | os.PathLike[str], max_bytes: int = MAX_RUN_FILE_BYTES) -> bytes:
+    """The bytes of `path`, which must be a regular file of at most `max_bytes`.
+
+    Opened without blocking, so a FIFO, socket or device in its place is refused at once instead
+    of hanging the reader; the type is checked on the opened descriptor (no check-then-open race).
+    Raises FileNotFoundError when it does not exist and UnreadableFile for everything else."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise UnreadableFile(f"{path}: cannot be opened ({exc.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnreadableFile(f"{path}: not a regular file")
+        if info.st_size > max_bytes:
+            raise UnreadableFile(f"{path}: larger than {max_bytes} bytes")
+        chunks, size = [], 0
+        while chunk := os.read(fd, min(1 << 20, max_bytes + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > max_bytes:
+                raise UnreadableFile(f"{path}: larger than {max_bytes} bytes")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def read_regular_text(path: str | os.PathLike[str], max_bytes: int = MAX_RUN_FILE_BYTES) -> str:
+    """`read_regular_bytes` decoded as UTF-8 (UnreadableFile when it is not)."""
+    try:
+        return read_regular_bytes(path, max_bytes).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UnreadableFile(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_JSON_INT_DIGITS:
+        raise UnreadableFile(f"an integer of {len(text)} digits (at most {MAX_JSON_INT_DIGITS})")
+    return int(text)
+
+
+def _depth_at_most(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            if depth > limit:
+                return False
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return True
+
+
+def loads_bounded(text: str | bytes) -> Any:
+    """`json.loads` for text resd did not necessarily write itself (run directories, model
+    answers): integers longer than MAX_JSON_INT_DIGITS and nesting deeper than MAX_JSON_DEPTH are
+    refused (NaN/Infinity, which Python's own writer emits, are read). Every failure is
+    UnreadableFile (a ValueError), never another error."""
+    try:
+        value = json.loads(text, parse_int=_bounded_int)
+    except UnreadableFile:
+        raise
+    except RecursionError:
+        raise UnreadableFile(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except (ValueError, TypeError) as exc:  # JSONDecodeError, bad UTF-8 in bytes
+        raise UnreadableFile(str(exc)[:200]) from None
+    if not _depth_at_most(value, MAX_JSON_DEPTH):
+        raise UnreadableFile(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def require_regular_file(path: str | os.PathLike[str]) -> Path:
+    """`path`, after checking that it is (or links to) a regular file: for readers that open it
+    themselves (safetensors, torch.load), which would block on a FIFO or read a device forever."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise UnreadableFile(f"{path}: cannot be read ({exc.strerror})") from None
+    if not stat.S_ISREG(mode):
+        raise UnreadableFile(f"{path}: not a regular file")
+    return Path(path)
+
+
+def read_json_file(path: str | os.PathLike[str], max_bytes: int = MAX_RUN_FILE_BYTES) -> Any:
+    """A regular file's JSON, bounded (`read_regular_text` + `loads_bounded`)."""
+    return loads_bounded(read_regular_text(path, max_bytes))
 
 
 def json_safe(value: Any) -> Any:
@@ -78,18 +183,50 @@ def _fsync_tree(folder: Path) -> None:
         _fsync_dir(Path(root))
 
 
-def _writer_alive(pid_text: str) -> bool:
-    """Whether the process that named a temporary folder `.NAME.tmp<pid>` still runs (then its
-    folder is work in progress, not a leftover)."""
-    if not pid_text.isdigit() or int(pid_text) == os.getpid():
-        return False
+def _process_start(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot, Linux's /proc/PID/stat field 22), or
+    None when it does not exist or the system does not say."""
     try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat_line = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    fields = stat_line.rsplit(")", 1)[-1].split()  # the command name in (...) may hold spaces
+    return fields[19] if len(fields) > 19 and fields[19].isdigit() else None
+
+
+def _writer_tag() -> str:
+    """This process as the writer of a temporary folder: `<pid>-<start time>`, so that a later
+    process that happens to get the same pid is not mistaken for it."""
+    return f"{os.getpid()}-{_process_start(os.getpid()) or 0}"
+
+
+def _writer_alive(tag: str) -> bool:
+    """Whether the process that named a temporary folder `.NAME.tmp<pid>-<start>` still runs (then
+    its folder is work in progress, not a leftover). Anything else after `.tmp` (another name, a
+    pid alone, a pid now held by a process that started later) is a leftover."""
+    pid_text, _, start = tag.partition("-")
+    if not (pid_text.isdigit() and start.isdigit()) or len(pid_text) > 12 or int(pid_text) == os.getpid():
+        return False
+    now = _process_start(int(pid_text))
+    if now is not None or os.path.isdir("/proc/self"):
+        return now is not None and now == start
+    try:  # no /proc (macOS): the pid alone
         os.kill(int(pid_text), 0)
     except ProcessLookupError:
         return False
     except OSError:
         return True  # it exists but is not ours to signal
     return True
+
+
+def _remove_leftover(path: Path) -> None:
+    """Remove a leftover folder, or whatever else sits under its name (a file, a link: never
+    followed)."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def old_copy(path: Path) -> Path:
@@ -107,10 +244,10 @@ def replace_dir_atomic(path: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     for stale in target.parent.glob(f".{target.name}.tmp*"):
-        if not _writer_alive(stale.name.rsplit(".tmp", 1)[-1]):
-            shutil.rmtree(stale, ignore_errors=True)
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+        if not _writer_alive(stale.name[len(target.name) + 5:]):
+            _remove_leftover(stale)
+    tmp = target.with_name(f".{target.name}.tmp{_writer_tag()}")
+    _remove_leftover(tmp)
     tmp.mkdir()
     try:
         yield tmp

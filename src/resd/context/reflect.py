@@ -22,7 +22,6 @@ no extra model).
 from __future__ import annotations
 
 import difflib
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -30,6 +29,7 @@ from typing import Any, Iterable
 from resd.context.playbook import DEFAULT_SECTION, Playbook, normalize_section, one_line
 from resd.context.prompt_files import fill, load_parts
 from resd.envs.text import strip_reasoning
+from resd.files import UnreadableFile, loads_bounded
 
 Messages = list[dict[str, str]]
 
@@ -153,8 +153,8 @@ def _json_payload(text: str) -> Any:
     if start < 0 or end <= start:
         return None
     try:
-        return json.loads(text[start : end + 1])
-    except (json.JSONDecodeError, RecursionError):
+        return loads_bounded(text[start : end + 1])  # a 5,000-digit number is no payload either
+    except UnreadableFile:
         return None
 
 

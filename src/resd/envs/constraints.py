@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -48,17 +49,35 @@ LIST_FORMS = ("List a few things about {topic}.", "Give some short facts about {
 
 # --- text helpers (pure) ---------------------------------------------------------------------
 
-_WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)*")
+_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")  # letters and digits of any script
 _BULLET = re.compile(r"^\s*(?:[-*•])\s+\S")
+
+COMMAS = frozenset(
+    ",\u055d\u060c\u07f8\u1363\u1802\u1808\u201a\u201e\u2e32\u2e34\u2e41\u2e49\u2e4c\u3001\ua4fe\ua60d"
+    "\ua6f5\ufe10\ufe11\ufe50\ufe51\uff0c\uff64\U0001144d\U0001145a\U00016e97\U0001da87")
+"""What a reader sees as a comma: every punctuation character Unicode names a comma (fullwidth,
+small, ideographic, Arabic, ...) and the low-9 quotation marks ‚ „ that are drawn like one."""
+
+
+def as_read(text: str) -> str:
+    """The text a person reads: compatibility forms folded (NFKC: fullwidth letters, ligatures),
+    invisible format characters (zero-width spaces and joiners, bidi controls) and combining marks
+    dropped, so neither can split one visible word into several."""
+    if text.isascii():
+        return text
+    folded = unicodedata.normalize("NFKC", text)
+    return "".join(c for c in folded if unicodedata.category(c) != "Cf" and not unicodedata.category(c).startswith("M"))
 
 
 def words(text: str) -> list[str]:
-    return _WORD.findall(text)
+    """The words a person counts: runs of letters or digits of any script (homoglyphs of Latin
+    letters included), with inner apostrophes."""
+    return _WORD.findall(as_read(text))
 
 
 def count_sentences(text: str) -> int:
     """Pieces between ., ! and ? that contain a letter or digit (a missing final stop still counts)."""
-    return sum(1 for piece in re.split(r"[.!?]+", text) if re.search(r"[A-Za-z0-9]", piece))
+    return sum(1 for piece in re.split(r"[.!?]+", as_read(text)) if re.search(r"[^\W_]", piece))
 
 
 def _quote_list(items: list[str], limit: int = 3) -> str:
@@ -67,7 +86,7 @@ def _quote_list(items: list[str], limit: int = 3) -> str:
 
 
 def _occurrences(text: str, word: str) -> int:
-    return len(re.findall(rf"(?<![A-Za-z0-9]){re.escape(word)}(?![A-Za-z0-9])", text, re.IGNORECASE))
+    return len(re.findall(rf"(?<![^\W_]){re.escape(word)}(?![^\W_])", as_read(text), re.IGNORECASE))
 
 
 def _last_char(text: str) -> str:
@@ -137,7 +156,7 @@ def _check_start(text: str, p: Params) -> Check:
 
 
 def _check_no_commas(text: str, p: Params) -> Check:
-    n = text.count(",")
+    n = sum(1 for c in text if c in COMMAS)
     return (n == 0), ("no commas" if n == 0 else f"{n} comma{'s' * (n != 1)} found")
 
 

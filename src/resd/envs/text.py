@@ -16,17 +16,46 @@ _OPEN, _CLOSE = "<think>", "</think>"
 _FENCE_LINE = re.compile(r"^[ \t]{0,3}(`{3,})[ \t]*([A-Za-z0-9_+-]*)[ \t]*$")
 
 
+def _first_tag_outside_code(lowered: str, tag: str) -> int:
+    """Where `tag` first occurs outside a fenced code block that closes, or -1. A fence is a line
+    of its own (see `fenced_blocks`); a tag inside a block that later closes is program text (a
+    string literal holding "</think>"), while one inside a block that never closes still counts
+    (reasoning cut off mid-draft). Linear: one pass over the lines."""
+    if tag not in lowered:
+        return -1
+    position, open_ticks, pending = 0, 0, -1  # pending: first tag inside the open block
+    for line in lowered.split("\n"):
+        m = _FENCE_LINE.match(line)
+        if open_ticks == 0:
+            if m:
+                open_ticks, pending = len(m.group(1)), -1
+            else:
+                found = line.find(tag)
+                if found >= 0:
+                    return position + found
+        elif m and not m.group(2) and len(m.group(1)) >= open_ticks:
+            open_ticks, pending = 0, -1
+        elif pending < 0 and (found := line.find(tag)) >= 0:
+            pending = position + found
+        position += len(line) + 1
+    return pending
+
+
 def strip_reasoning(text: str) -> str:
     """The answer part of a completion: what follows the first `</think>` (the model's reasoning
     comes first; chat templates may open the block in the prompt, so the opening tag is optional).
     With an opening `<think>` and no closing one the reasoning never ended, so there is no answer
-    (only what came before the tag). Later `</think>` strings, say in a program, are kept."""
+    (only what came before the tag). Later `</think>` strings, say in a program, are kept, and so
+    are tags inside a fenced code block that closes (a program printing "</think>" is code, not
+    the end of the reasoning)."""
     if not isinstance(text, str):
         return ""
     lowered = text.lower()
-    close = lowered.find(_CLOSE)
+    if len(lowered) != len(text):  # lower() changed a length (e.g. "İ"): positions must match
+        lowered = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+    close = _first_tag_outside_code(lowered, _CLOSE)
     if close < 0:
-        opened = lowered.find(_OPEN)
+        opened = _first_tag_outside_code(lowered, _OPEN)
         return (text[:opened] if opened >= 0 else text).strip()
     return text[close + len(_CLOSE):].strip()
 

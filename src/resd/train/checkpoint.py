@@ -24,7 +24,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from resd.errors import UserError
-from resd.files import old_copy, replace_dir_atomic
+from resd.files import old_copy, read_json_file, replace_dir_atomic, require_regular_file
+from resd.train.rundir import read_rng_state, read_run_state
 from resd.train.teacher import trainable_parameters
 
 
@@ -134,18 +135,22 @@ def load_checkpoint(
     caller applies the last two.
     """
     directory = Path(directory)
-    state = _read(directory / "state.json", lambda p: json.loads(p.read_text()))
-    load_student_tensors(model, _read(directory / "student.safetensors", lambda p: load_file(str(p))))
+    state = _read(directory / "state.json", read_run_state)
+    load_student_tensors(model, _read(directory / "student.safetensors",
+                                      lambda p: load_file(str(require_regular_file(p)))))
     if teacher is not None:
-        teacher.load_state_tensors(_read(directory / "teacher.safetensors", lambda p: load_file(str(p))))
-    optimizer.load_state_dict(_read(directory / "optimizer.pt", lambda p: torch.load(p, weights_only=True)))
-    scheduler.load_state_dict(_read(directory / "scheduler.pt", lambda p: torch.load(p, weights_only=True)))
+        teacher.load_state_tensors(_read(directory / "teacher.safetensors",
+                                         lambda p: load_file(str(require_regular_file(p)))))
+    optimizer.load_state_dict(_read(directory / "optimizer.pt",
+                                    lambda p: torch.load(require_regular_file(p), weights_only=True)))
+    scheduler.load_state_dict(_read(directory / "scheduler.pt",
+                                    lambda p: torch.load(require_regular_file(p), weights_only=True)))
     context_path = directory / "context.json"
-    context_state = _read(context_path, lambda p: json.loads(p.read_text())) if context_path.exists() else None
+    context_state = _read(context_path, read_json_file) if context_path.exists() else None
     rng_path = directory / f"rng_rank{rank}.json"
     if not rng_path.exists() and (directory / f"rng_rank{rank}.pt").exists():
         raise UserError(f"{directory} was written by resd 0.1, which kept random-generator states as pickles; "
                         f"loading a pickle can run code, so this resd does not: resume it with resd 0.1 or "
                         f"start the run again")
-    rng = _read(rng_path, lambda p: json.loads(p.read_text())) if rng_path.exists() else None
+    rng = _read(rng_path, read_rng_state) if rng_path.exists() else None
     return state, context_state, rng

@@ -11,6 +11,8 @@ from resd.train.methods import METHODS
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="YAML config (see configs/: smoke.yaml, demo.yaml, <task>/<method>.yaml)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from RUN_DIR/checkpoints/latest")
+    parser.add_argument("--sandbox", choices=("bwrap", "unsafe-local"),
+                        help="with --resume: the sandbox for model-written code (a run directory never chooses it)")
     parser.add_argument("--method", choices=METHODS,
                         help="training method (its preset sits under the config's values)")
     parser.add_argument("--output-dir", metavar="DIR", help="run directory (default runs/<method>-<env>-seed<S>-<time>)")
@@ -31,8 +33,10 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         if args.config or args.method or args.overrides or args.output_dir:
             raise UserError("--resume continues a run with its saved config; drop --config/--method/--output-dir/overrides")
-        trainer = RESDTrainer.from_run_dir(args.resume)
+        trainer = RESDTrainer.from_run_dir(args.resume, sandbox=args.sandbox)
     else:
+        if args.sandbox:
+            raise UserError("--sandbox is for --resume; a new run takes env_options.sandbox=MODE")
         if not args.config and not args.overrides and not args.method:
             raise UserError("give --config FILE (e.g. configs/smoke.yaml) or --resume RUN_DIR")
         extra = {"output_dir": args.output_dir} if args.output_dir else {}

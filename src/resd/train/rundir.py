@@ -16,11 +16,86 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
-from resd.files import json_safe, write_json_atomic, write_text_atomic
+from resd.files import (UnreadableFile, json_safe, loads_bounded, read_json_file, read_regular_text,
+                        write_json_atomic, write_text_atomic)
+
+_SNAPSHOT_NAME = re.compile(r"step_(\d{1,12})\.json")
+_EVAL_WEIGHTS_NAME = re.compile(r"step_(\d{1,12})")
+
+
+def snapshot_step(name: str, pattern: re.Pattern[str] = _SNAPSHOT_NAME) -> int | None:
+    """The step in a snapshot's name (step_NNNNNN.json), or None for any other name."""
+    match = pattern.fullmatch(name)
+    return int(match.group(1)) if match else None
+
+
+def row_step(row: dict[str, Any]) -> int | None:
+    """A log line's step: a non-negative integer, else None (a line resd did not write)."""
+    step = row.get("step", 0)
+    return step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else None
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_STATE_FIELDS = {
+    "step": _count, "batch": _count, "iteration": _count, "rollouts": _count,
+    "batch_best_reward": lambda v: v is None or _number(v),
+    "eval_history": lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v),
+    "data_order": lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v),
+    "finished": lambda v: isinstance(v, bool),
+    "health": lambda v: isinstance(v, dict),
+    "warnings": lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v),
+    "context_totals": lambda v: isinstance(v, dict) and all(_number(x) for x in v.values()),
+}
+
+
+def read_run_state(path: Path) -> dict[str, Any]:
+    """RUN/checkpoints/latest/state.json, checked field by field (the trainer's RunState):
+    UnreadableFile naming the first field that is not what resd writes."""
+    state = read_json_file(path)
+    if not isinstance(state, dict):
+        raise UnreadableFile(f"{path}: not a JSON object")
+    for key, value in state.items():
+        check = _STATE_FIELDS.get(key)
+        if check is None:
+            raise UnreadableFile(f"{path}: unknown field {key!r}")
+        if not check(value):
+            raise UnreadableFile(f"{path}: field {key!r} has the wrong type or sign ({str(value)[:40]!r})")
+    return state
+
+
+def _ints(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, list) and all(isinstance(x, int) and not isinstance(x, bool) and low <= x <= high
+                                           for x in value)
+
+
+def read_rng_state(path: Path) -> dict[str, Any]:
+    """RUN/checkpoints/latest/rng_rank<R>.json, checked against the shapes `rng_state` writes."""
+    state = read_json_file(path)
+    ok = isinstance(state, dict)
+    if ok:
+        python, numpy, torch_state = state.get("python"), state.get("numpy"), state.get("torch")
+        ok = (isinstance(python, list) and len(python) == 3 and isinstance(python[0], int)
+              and _ints(python[1], 0, 2**32) and len(python[1]) == 625 and (python[2] is None or _number(python[2]))
+              and isinstance(numpy, list) and len(numpy) == 5 and numpy[0] == "MT19937"
+              and _ints(numpy[1], 0, 2**32 - 1) and len(numpy[1]) == 624
+              and all(isinstance(x, int) and not isinstance(x, bool) for x in numpy[2:4]) and _number(numpy[4])
+              and 0 <= numpy[2] <= 624 and _ints(torch_state, 0, 255)
+              and all(_ints(s, 0, 255) for s in state.get("cuda", [])))
+    if not ok:
+        raise UnreadableFile(f"{path}: not the random-generator states resd writes")
+    return state
 
 
 class RunDir:
@@ -103,17 +178,21 @@ class RunDir:
     # resume -----------------------------------------------------------------------------------------
     @staticmethod
     def read_jsonl(path: Path) -> list[dict[str, Any]]:
-        if not path.exists():
+        """The JSON-object lines of a run log (a regular file, bounded). A line cut by a kill or
+        damaged (bad JSON, a huge integer, not an object) is dropped; the lines after it stay."""
+        try:
+            text = read_regular_text(path)
+        except FileNotFoundError:
             return []
         rows = []
-        for line in path.read_text().splitlines():
+        for line in text.splitlines():
             line = line.strip()
             if not line:
                 continue
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a kill (or damaged): drop it, keep the lines after it
+                row = loads_bounded(line)
+            except UnreadableFile:
+                continue
             if isinstance(row, dict):
                 rows.append(row)
         return rows
@@ -123,14 +202,18 @@ class RunDir:
         for path in (self.metrics, self.evals, self.context_log):
             if not path.exists():
                 continue
-            rows = [r for r in self.read_jsonl(path) if isinstance(r.get("step", 0), (int, float))
-                    and r.get("step", 0) <= step]
+            rows = [r for r in self.read_jsonl(path) if (at := row_step(r)) is not None and at <= step]
             write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
         for snap in self.playbooks.glob("step_*.json"):
-            if int(snap.stem.split("_")[1]) > step:
+            at = snapshot_step(snap.name)
+            if at is not None and at > step and snap.is_file():
                 snap.unlink()
         eval_dir = self.checkpoints / "eval"
-        if eval_dir.exists():
+        if eval_dir.is_dir():
             for d in eval_dir.glob("step_*"):
-                if int(d.name.split("_")[1]) > step:
-                    shutil.rmtree(d, ignore_errors=True)
+                at = snapshot_step(d.name, _EVAL_WEIGHTS_NAME)
+                if at is not None and at > step:
+                    if d.is_symlink() or not d.is_dir():
+                        d.unlink()
+                    else:
+                        shutil.rmtree(d, ignore_errors=True)

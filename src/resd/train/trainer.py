@@ -50,7 +50,7 @@ from resd.distill.losses import group_advantages, success_rate_weights
 from resd.errors import UserError
 from resd.eval.metrics import select_checkpoint
 from resd.eval.scoring import score_rollouts
-from resd.files import replace_dir_atomic, write_json_atomic
+from resd.files import UnreadableFile, read_regular_text, replace_dir_atomic, write_json_atomic
 from resd.generation import encode_prompts
 from resd.train.build import (automatic_slots, build_accelerator, build_context_engine, build_environment,
                               build_generator, build_policy, build_run_dir, build_stream, build_update,
@@ -124,6 +124,20 @@ class RunState:
     """Sums over the run of the context engine's counters (what summary.json reports)."""
 
 
+def resumed_env_options(saved: dict[str, Any], sandbox: str | None) -> dict[str, Any]:
+    """The environment options a resumed run uses: the saved ones, except that the sandbox comes
+    from the user (`sandbox`, else the default mode), never from the run directory, so a run
+    directory cannot switch the isolation of model-written code off."""
+    options = {key: value for key, value in saved.items() if key != "sandbox"}
+    if sandbox is not None:
+        options["sandbox"] = sandbox
+    elif saved.get("sandbox") not in (None, "bwrap"):
+        print(f"resd: the run directory asks for sandbox={saved['sandbox']}; a run directory cannot choose "
+              f"the sandbox, so this run uses the default (pass --sandbox {saved['sandbox']} to accept it)",
+              file=sys.stderr)
+    return options
+
+
 class RESDTrainer:
     """Train with RESD, SDPO, SDPO+ss, ROSD or GRPO. `train()` returns the run directory.
 
@@ -140,15 +154,24 @@ class RESDTrainer:
         self._resume_rng: dict[str, Any] | None = None
 
     @classmethod
-    def from_run_dir(cls, run_dir: str | Path, **kwargs: Any) -> "RESDTrainer":
-        """The trainer that continues the run saved in `run_dir` (`resd train --resume`)."""
+    def from_run_dir(cls, run_dir: str | Path, *, sandbox: str | None = None, **kwargs: Any) -> "RESDTrainer":
+        """The trainer that continues the run saved in `run_dir` (`resd train --resume`).
+
+        A run directory is not trusted input: the sandbox its config names is ignored, and
+        model-written code runs under `sandbox` (the user's `--sandbox`), else RESD_SANDBOX, else
+        bwrap (`resumed_env_options`)."""
         run = RunDir(run_dir)
         if not run.config.exists():
             raise UserError(f"{str(run_dir)!r} is not a run directory (no config.yaml); pass the RUN dir `resd train` printed")
         if find_checkpoint(run.latest) is None:
             raise UserError(f"{str(run_dir)!r} has no checkpoint yet (checkpoints/latest); start the run again instead")
-        cfg = config_from_dict(parse_yaml(run.config.read_text(), str(run.config)))
+        try:
+            text = read_regular_text(run.config)
+        except (OSError, UnreadableFile) as exc:
+            raise UserError(f"cannot read {run.config}: {exc}") from None
+        cfg = config_from_dict(parse_yaml(text, str(run.config)))
         cfg.output_dir = str(run.root)
+        cfg.env_options = resumed_env_options(cfg.env_options, sandbox)
         return cls(cfg, resume_from=run.root, **kwargs)
 
     # ==========================================================================================
