@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from resd.errors import UserError
+from resd.files import UnreadableFile, loads_bounded, read_regular_text
 
 EVAL_METRICS: tuple[str, ...] = ("per_task_mean@k", "per_task_best@k", "per_case_mean@k", "per_case_best@k")
 """The four evaluation keys in eval.jsonl, in Table 2 column order."""
@@ -89,21 +90,23 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Read a JSON-lines log. A cut-off last line (run killed mid-write) is dropped; any other
     bad line is an error naming the file and line."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular_text(path)
     except FileNotFoundError:
         raise UserError(f"{path} is missing: is {path.parent} a run directory written by `resd train`?") from None
+    except UnreadableFile as exc:
+        raise UserError(f"cannot read {exc}") from None
     rows: list[dict[str, Any]] = []
     lines = text.split("\n")
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
+            row = loads_bounded(line)
+        except UnreadableFile as exc:
             # Only the final line of a file without a trailing newline can be an interrupted write.
             if number == len(lines) and not text.endswith("\n"):
                 break
-            raise UserError(f"{path}:{number} is not valid JSON ({exc.msg}); fix or delete that line") from None
+            raise UserError(f"{path}:{number} is not valid JSON ({str(exc)[:120]}); fix or delete that line") from None
         if not isinstance(row, dict):
             raise UserError(f"{path}:{number} should be a JSON object, got {type(row).__name__}")
         rows.append(row)

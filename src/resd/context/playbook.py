@@ -11,7 +11,6 @@ size exceeds M_max with it). Everything here is pure Python and deterministic gi
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Literal
 
 from resd.errors import UserError
-from resd.files import write_json_atomic
+from resd.files import UnreadableFile, read_json_file, write_json_atomic
 
 Tag = Literal["helpful", "harmful", "neutral"]
 TAGS: tuple[str, ...] = ("helpful", "harmful", "neutral")
@@ -237,20 +236,25 @@ class Playbook:
         book = cls()
         try:
             for raw in state["entries"]:
+                if not isinstance(raw, dict) or not isinstance(raw["id"], str) or not isinstance(raw["content"], str):
+                    raise ValueError("an entry is an object whose 'id' and 'content' are strings")
+                last = raw.get("last_tagged_step")
                 entry = Entry(
-                    id=str(raw["id"]),
+                    id=raw["id"],
                     section=normalize_section(str(raw.get("section", DEFAULT_SECTION))),
-                    content=one_line(str(raw["content"])),
-                    helpful=int(raw.get("helpful", 0)),
-                    harmful=int(raw.get("harmful", 0)),
-                    created_step=int(raw.get("created_step", 0)),
-                    last_tagged_step=None if raw.get("last_tagged_step") is None else int(raw["last_tagged_step"]),
+                    content=one_line(raw["content"]),
+                    helpful=_count(raw.get("helpful", 0), "helpful"),
+                    harmful=_count(raw.get("harmful", 0), "harmful"),
+                    created_step=_count(raw.get("created_step", 0), "created_step"),
+                    last_tagged_step=None if last is None else _count(last, "last_tagged_step"),
                 )
                 book._entries[entry.id] = entry
+            counter = _count(state.get("counter", 0), "counter")
         except (KeyError, TypeError, ValueError) as exc:
-            raise UserError(f"malformed playbook entry ({exc!r}); each needs 'id' and 'content'") from exc
+            raise UserError(f"malformed playbook entry ({type(exc).__name__}: {str(exc)[:120]}); each needs "
+                            f"'id' and 'content' strings and counts that are whole numbers >= 0") from exc
         numbers = [int(m.group(1)) for i in book._entries if (m := re.search(r"(\d{1,9})$", i))]
-        book._counter = max([int(state.get("counter", 0)), *numbers, 0])
+        book._counter = max([counter, *numbers, 0])
         return book
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -262,14 +266,22 @@ class Playbook:
         return cls.from_state_dict(read_json(path))
 
 
+def _count(value: Any, name: str) -> int:
+    """A saved count or step: a whole number >= 0 (not a bool, a float or a numeric string)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{name} must be a whole number >= 0, not {str(value)[:40]!r}")
+    return value
+
+
 def read_json(path: str | os.PathLike[str]) -> Any:
+    """A saved playbook or context state: a regular file of bounded JSON (resd.files)."""
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"no such file: {p} (give the path of a saved playbook .json)")
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{p} is not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+        return read_json_file(p)
+    except FileNotFoundError:
+        raise UserError(f"no such file: {p} (give the path of a saved playbook .json)") from None
+    except UnreadableFile as exc:
+        raise UserError(f"{p} is not valid JSON for a playbook ({str(exc)[:160]})") from None
 
 
 @dataclass

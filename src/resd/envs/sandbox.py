@@ -222,10 +222,14 @@ class Isolation:
         return not self.reason
 
 
-@functools.lru_cache(maxsize=4)
 def isolation(mode: str | None = None) -> Isolation:
-    """What `mode` (default: `default_mode()`) gives here, detected once (a trial run)."""
-    mode = mode or default_mode()
+    """What `mode` (default: `default_mode()`, read at each call) gives here, detected once per
+    mode (a trial run)."""
+    return _isolation(mode or default_mode())
+
+
+@functools.lru_cache(maxsize=4)
+def _isolation(mode: str) -> Isolation:
     if mode not in MODES:
         return Isolation(mode, False, False, False, f"unknown sandbox mode {mode!r}; use bwrap or unsafe-local")
     if mode == "unsafe-local":
@@ -254,6 +258,9 @@ def isolation(mode: str | None = None) -> Isolation:
         return Isolation(mode, False, False, False, f"bubblewrap cannot start a sandbox here ({detail}); "
                                                     "user namespaces may be disabled")
     return Isolation(mode, True, True, True)
+
+
+isolation.cache_clear = _isolation.cache_clear  # type: ignore[attr-defined]  # forget what was detected
 
 
 def require(mode: str | None = None) -> Isolation:
