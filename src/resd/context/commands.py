@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from resd.context.playbook import Playbook, read_json
+from resd.envs.text import printable
 from resd.errors import UserError
 
 SORT_KEYS = ("id", "section", "helpful", "harmful", "age", "last-tagged")
@@ -80,6 +81,14 @@ def _current_step(path: Path, book: Playbook) -> int:
     return int(m.group(1)) if m else max(steps, default=0)
 
 
+def shown(text: str) -> "Text":
+    """Model-written text (curator notes, ids, sections) as rich shows it: literally (a note holding
+    "[/b]" is not markup) and `printable` (no terminal escape sequences or control characters)."""
+    from rich.text import Text
+
+    return Text(printable(text))
+
+
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "playbook_command", None) != "show":
         raise UserError("say what to do: `resd playbook show PATH`")
@@ -96,21 +105,22 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     if not console.is_terminal:  # piped output: do not squeeze the content column into 80 columns
         console = Console(width=160)
-    console.print(f"[bold]{path}[/bold]")
+    console.print(shown(str(path)), style="bold")
     for label, book in books.items():
         now = _current_step(path, book)
         cats = [e.category for e in book.entries()]
         title = (f"{'example ' + label + ': ' if label else ''}{len(book)} entries in "
                  f"{len(book.sections())} sections (helpful {cats.count('helpful')}, harmful "
                  f"{cats.count('harmful')}, unused {cats.count('unused')}); step {now}")
-        table = Table(title=title, title_justify="left", show_lines=False)
+        table = Table(title=shown(title), title_justify="left", show_lines=False)
         table.add_column("id", no_wrap=True)
         table.add_column("section", no_wrap=True)
         for name in ("helpful", "harmful", "created", "tagged", "age"):
             table.add_column(name, justify="right", no_wrap=True)
         table.add_column("content", ratio=1, overflow="fold")
         for r in _rows(book, now=now, section=args.section, sort=args.sort):
-            table.add_row(r["id"], r["section"], str(r["helpful"]), str(r["harmful"]), str(r["created"]),
-                          "-" if r["last-tagged"] is None else str(r["last-tagged"]), str(r["age"]), r["content"])
+            table.add_row(shown(r["id"]), shown(r["section"]), str(r["helpful"]), str(r["harmful"]), str(r["created"]),
+                          "-" if r["last-tagged"] is None else str(r["last-tagged"]), str(r["age"]),
+                          shown(r["content"]))
         console.print(table)
     return 0

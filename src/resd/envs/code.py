@@ -32,7 +32,7 @@ from typing import Any
 from resd.envs.base import Environment, Outcome, Split, Task, clip_feedback
 from resd.envs.code_problems import PROBLEMS, SHOWN_EXAMPLES
 from resd.envs.sandbox import SandboxJob, SandboxPool, SandboxResult, require
-from resd.envs.text import MAX_COMPLETION_CHARS, extract_python
+from resd.envs.text import MAX_COMPLETION_CHARS, extract_python, printable
 from resd.errors import UserError
 
 _SHOW_CHARS = 300  # longest input/output quoted in feedback
@@ -427,7 +427,9 @@ class CodeEnv(Environment):
     def _outcome(self, passed: list[bool], feedback: str, details: dict[str, Any]) -> Outcome:
         acc = sum(passed) / len(passed) if passed else 0.0
         reward = acc if self.reward == "pass_rate" else float(bool(passed) and all(passed))
-        return Outcome(reward=reward, acc=acc, feedback=clip_feedback(feedback), passed=passed, details=details)
+        # The program's own output is quoted: no terminal escapes or control characters survive.
+        return Outcome(reward=reward, acc=acc, feedback=clip_feedback(printable(feedback)), passed=passed,
+                       details=details)
 
     def _run(self, jobs: list[SandboxJob]) -> list[SandboxResult]:
         if not jobs:

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from resd.envs.base import Environment, Outcome, Task
+from resd.envs.text import printable
 from resd.envs.registry import get, get_class, names
 from resd.errors import UserError
 
@@ -116,6 +117,13 @@ def summarize_meta(meta: dict[str, Any], width: int = 100) -> list[str]:
 
 def render_show(env: Environment, task: Task, split: str, completion: str | None, source: str,
                 outcome: Outcome | None) -> str:
+    """The text `resd env show` prints; the completion and the feedback quoting it are model text,
+    so what reaches the terminal is `printable` (no escape sequences, no carriage returns)."""
+    return printable(_render_show(env, task, split, completion, source, outcome))
+
+
+def _render_show(env: Environment, task: Task, split: str, completion: str | None, source: str,
+                 outcome: Outcome | None) -> str:
     parts = [f"== {env.name} / {split} / {task.id}", "", "-- prompt"]
     for message in task.prompt:
         parts += [f"[{message.get('role', '?')}]", message.get("content", "")]

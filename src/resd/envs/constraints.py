@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from resd.envs.base import Environment, Outcome, Split, Task, clip_feedback
-from resd.envs.text import strip_reasoning
+from resd.envs.text import printable, strip_reasoning
 from resd.errors import UserError
 
 Params = dict[str, Any]
@@ -376,7 +376,8 @@ class ConstraintsEnv(Environment):
         reward = acc if self.reward == "fraction" else float(all(passed))
         lines = [f"{sum(passed)} of {len(passed)} constraints satisfied."]
         lines += [f"[{'PASS' if ok else 'FAIL'}] {desc} ({why})" for desc, ok, why in results]
-        return Outcome(reward=reward, acc=acc, feedback=clip_feedback("\n".join(lines)), passed=passed,
+        # The feedback quotes the answer's words: no terminal escapes or control characters survive.
+        return Outcome(reward=reward, acc=acc, feedback=clip_feedback(printable("\n".join(lines))), passed=passed,
                        details={"kinds": [c["kind"] for c in constraints],
                                 "n_words": len(words(strip_reasoning(completion)))})
 

@@ -60,6 +60,24 @@ def strip_reasoning(text: str) -> str:
     return text[close + len(_CLOSE):].strip()
 
 
+_TERMINAL_SEQUENCE = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"          # CSI: colours, cursor moves, screen clears
+    r"|(?:\x1b[\]PX^_]|[\x9d\x90\x98\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"  # OSC/DCS/...: titles, links
+    r"|\x1b[ -/]*[0-~]?")                           # any other escape
+_INVISIBLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """`text` made safe to show a person on a terminal or in a log: terminal escape sequences
+    (ANSI colours, cursor moves, OSC titles and links) removed, carriage returns turned into line
+    breaks (so nothing printed earlier on a line can be overwritten), and every other control
+    character and bidirectional override dropped; tabs and line breaks stay. Linear."""
+    if not isinstance(text, str):
+        return ""
+    text = _TERMINAL_SEQUENCE.sub("", text).replace("\r\n", "\n").replace("\r", "\n")
+    return _INVISIBLE.sub("", text)
+
+
 def fenced_blocks(text: str) -> list[tuple[str, str, bool]]:
     """(language, body, closed) of every fenced code block, in order. A fence closes only on a
     line of its own with at least as many backticks as opened it, so backticks inside the code
