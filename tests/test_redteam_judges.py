@@ -241,3 +241,37 @@ def test_the_sandbox_a_run_used_is_written_to_its_run_directory(tmp_path):
     run = RESDTrainer(cfg, model=model, tokenizer=tok).train()
     layers = _json.loads((run / "sandbox.json").read_text())
     assert layers["mode"] == "bwrap" and layers["os_isolation"] and not layers["reason"]
+
+
+def test_a_correct_program_printing_a_closing_think_tag_passes(code_env):
+    """Red team: a correct program with '</think>' in a string literal was rejected (the tag was
+    taken for the end of the reasoning)."""
+    task = next(t for t in code_env.tasks("train") if t.id == "code-add-two")
+    program = "import sys\nMARK = '</think>'\na, b = map(int, sys.stdin.readline().split())\nprint(a + b)\n"
+    assert code_env.score(task, fenced(program)).reward == 1.0
+    assert code_env.score(task, "<think>\nplan: add.\n</think>\n" + fenced(program)).reward == 1.0
+    # a real end of reasoning still ends it: a draft before it is not the answer
+    draft = fenced("print('draft')")
+    assert code_env.score(task, draft + "\n</think>\n" + fenced(program)).reward == 1.0
+    assert code_env.score(task, fenced(program) + "\n</think>\nno program").reward == 0.0
+
+
+HOMOGLYPHS = "\u0441\u0430t"  # Cyrillic с and а, Latin t: reads "cat"
+
+
+@pytest.mark.parametrize("text,kind,params,passes", [
+    ((HOMOGLYPHS + " ") * 63, "max_words", {"n": 20}, False),  # red team: 63 such words passed
+    ("the ｃａｔ sat on the ｍａｔ", "max_words", {"n": 6}, False),  # fullwidth letters are words too
+    ("w\u200bo\u200br\u200bd", "min_words", {"n": 2}, False),  # zero-width spaces split no word
+    ("one two three", "min_words", {"n": 3}, True),
+    ("red\uff0c blue", "no_commas", {}, False),  # fullwidth comma
+    ("red\u201a blue", "no_commas", {}, False),  # single low-9 quotation mark, drawn as a comma
+    ("red\u3001blue\ufe50", "no_commas", {}, False),  # ideographic and small commas
+    ("red blue", "no_commas", {}, True),
+    ("Это. Это.", "sentences", {"n": 1}, False),  # Cyrillic sentences are sentences
+])
+def test_constraint_checkers_count_what_a_person_counts(text, kind, params, passes):
+    from resd.envs.constraints import check_all
+
+    [(_, ok, why)] = check_all(text, [{"kind": kind, "params": params}])
+    assert ok is passes, why
