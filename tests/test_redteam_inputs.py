@@ -125,3 +125,36 @@ def test_a_bad_metrics_line_does_not_drop_the_lines_after_it(tmp_path):
     assert [r["step"] for r in run.read_jsonl(run.metrics)] == [1, 3, 4]
     run.truncate_after(3)
     assert [json.loads(line)["step"] for line in run.metrics.read_text().splitlines()] == [1, 3]
+
+
+@pytest.mark.parametrize("values, needle", [
+    ({"num_generations": 10**9}, "num_generations"), ({"eval_k": 10**9}, "eval_k"),
+    ({"batch_size": 10**6, "num_generations": 8}, "batch_size x num_generations"),
+    ({"report_to": ["wandbx"]}, "report_to"), ({"output_dir": "/proc/self/run"}, "output_dir"),
+    ({"output_dir": "/sys"}, "output_dir"),
+])
+def test_configs_beyond_what_the_machine_holds_are_one_line(values, needle):
+    """Red team: these ran until killed (num_generations, eval_k) or ended in a traceback."""
+    with pytest.raises(UserError, match=needle) as err:
+        load_config(**values)
+    assert "\n" not in str(err.value)
+
+
+def test_an_output_dir_that_is_a_file_is_one_line(tmp_path):
+    afile = tmp_path / "taken"
+    afile.write_text("x")
+    for where in (afile, afile / "run"):
+        with pytest.raises(UserError, match="is a file") as err:
+            load_config(output_dir=str(where))
+        assert "\n" not in str(err.value)
+    from resd.cli import main
+
+    assert main(["train", "--config", "configs/smoke.yaml", "--output-dir", str(afile)]) == 2
+
+
+def test_an_environment_cannot_be_asked_for_a_trillion_tasks():
+    from resd.envs import get
+
+    with pytest.raises(UserError, match="train_size") as err:
+        get("constraints", train_size=10**12)
+    assert "\n" not in str(err.value)

@@ -47,6 +47,10 @@ FREE_FORMS = ("Write about {topic}.", "Write a short text about {topic}.", "Desc
 LIST_FORMS = ("List a few things about {topic}.", "Give some short facts about {topic}.")
 
 
+MAX_TASKS = 100_000
+"""Most prompts per split: the catalogue has fewer distinct prompts than a much larger request
+would need, and every task is held in memory."""
+
 # --- text helpers (pure) ---------------------------------------------------------------------
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")  # letters and digits of any script
@@ -326,8 +330,9 @@ class ConstraintsEnv(Environment):
             raise UserError(f"constraints: reward must be 'all_pass' or 'fraction', not {reward!r}")
         if not 1 <= int(max_constraints) <= 3:
             raise UserError(f"constraints: max_constraints must be 1, 2 or 3, not {max_constraints!r}")
-        if int(train_size) < 0 or int(test_size) < 0:
-            raise UserError("constraints: train_size and test_size must be >= 0")
+        if not (0 <= int(train_size) <= MAX_TASKS and 0 <= int(test_size) <= MAX_TASKS):
+            raise UserError(f"constraints: train_size and test_size must be in [0, {MAX_TASKS}] "
+                            f"(got {train_size} and {test_size})")
         if rules is not None:
             if isinstance(rules, str) or not rules or any(k not in RULES for k in rules):
                 raise UserError(f"constraints: rules must be a non-empty list of rule kinds from "

@@ -239,6 +239,38 @@ def _finite(*values: float | None) -> bool:
     return all(v is None or math.isfinite(v) for v in values)
 
 
+MAX_GENERATIONS = 1024
+"""Most samples per prompt (num_generations, eval_k): far above the paper's group sizes (8-16, k=4),
+and what one prompt's group can still hold in memory and time on one machine."""
+MAX_SAMPLES_PER_BATCH = 1 << 16
+"""Most samples generated for one batch (batch_size x num_generations)."""
+_SYSTEM_TREES = ("/proc", "/sys", "/dev")
+
+
+def _output_dir_problem(output_dir: str | None) -> str:
+    """Why `output_dir` cannot hold a run directory ("" when it can)."""
+    if not output_dir:
+        return ""
+    path = Path(output_dir).expanduser().absolute()
+    if any(path == Path(tree) or Path(tree) in path.parents for tree in _SYSTEM_TREES):
+        return f"output_dir={output_dir!r} is inside {', '.join(_SYSTEM_TREES)} (kernel file systems); pick a folder on disk"
+    for place in (path, *path.parents):
+        if place.exists():
+            if not place.is_dir():
+                return f"output_dir={output_dir!r}: {str(place)!r} is a file, not a folder"
+            return ""
+    return ""
+
+
+def _unknown_trackers(report_to: list[str]) -> list[str]:
+    if not report_to:
+        return []
+    from accelerate.utils import LoggerType
+
+    known = {t.value for t in LoggerType}
+    return [str(t) for t in report_to if str(t) not in known]
+
+
 def validate(cfg: RESDConfig) -> None:
     """Value checks that types alone cannot express; each names the key and a valid value."""
     sizes = ("batch_size", "inner_updates", "min_updates", "num_generations", "max_completion_length",
@@ -278,7 +310,19 @@ def validate(cfg: RESDConfig) -> None:
          "method=grpo needs num_generations >= 2 (group-relative advantages)"),
         (cfg.pg_coef >= 0 and (cfg.pg_coef == 0 or cfg.num_generations >= 2),
          "pg_coef must be >= 0, and a policy-gradient term needs num_generations >= 2"),
+        (cfg.num_generations <= MAX_GENERATIONS, f"num_generations must be <= {MAX_GENERATIONS} (got {cfg.num_generations})"),
+        (cfg.eval_k <= MAX_GENERATIONS, f"eval_k must be <= {MAX_GENERATIONS} (got {cfg.eval_k})"),
+        (cfg.batch_size * cfg.num_generations <= MAX_SAMPLES_PER_BATCH,
+         f"batch_size x num_generations must be <= {MAX_SAMPLES_PER_BATCH} samples per batch "
+         f"(got {cfg.batch_size} x {cfg.num_generations})"),
     ]
+    output_problem = _output_dir_problem(cfg.output_dir)
+    if output_problem:
+        checks.append((False, output_problem))
+    unknown = _unknown_trackers(cfg.report_to)
+    if unknown:
+        checks.append((False, f"report_to names unknown trackers {unknown}: use any of tensorboard, wandb, "
+                              f"trackio, comet_ml, mlflow, clearml, dvclive, aim, swanlab, all"))
     for ok, message in checks:
         if not ok:
             raise UserError(f"bad config: {message}")
