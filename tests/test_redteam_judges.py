@@ -275,3 +275,47 @@ def test_constraint_checkers_count_what_a_person_counts(text, kind, params, pass
 
     [(_, ok, why)] = check_all(text, [{"kind": kind, "params": params}])
     assert ok is passes, why
+
+
+TABULATOR = """
+import sys
+TABLE = {table!r}
+key = sys.stdin.read().rstrip("\\n")
+print(TABLE.get(key, "0"))
+"""
+
+
+def _tabulate(env, task, tries: int) -> float:
+    """The red team's policy: answer from a table of what earlier feedback quoted (input ->
+    expected output), grown after each try; no attempt at the problem itself."""
+    import re
+
+    table: dict[str, str] = {}
+    reward = 0.0
+    for _ in range(tries):
+        outcome = env.score(task, fenced(TABULATOR.format(table=table)))
+        reward = max(reward, outcome.reward)
+        for given, expected in re.findall(r"Input:\n(.*?)\nOutput:\n.*?\nExpected:\n(.*?)(?:\nWrong answer\.|\Z)",
+                                          outcome.feedback, re.DOTALL):
+            table[given] = expected
+    return reward
+
+
+def test_feedback_on_hidden_tests_can_be_kept_from_a_tabulating_policy():
+    """Red team: with the paper's feedback (failing tests quoted) a policy that tabulates the
+    feedback of its tries reaches reward 1.0 without solving anything; with feedback_tests=shown
+    no hidden input or expected output is ever quoted, whatever the program prints or raises."""
+    quoting, shown_only = get("code"), get("code", feedback_tests="shown")
+    task = next(t for t in quoting.tasks("train") if t.id == "code-add-two")
+    assert _tabulate(quoting, task, tries=6) == 1.0  # the attack is real
+    task = next(t for t in shown_only.tasks("train") if t.id == "code-add-two")
+    assert _tabulate(shown_only, task, tries=6) == 0.0
+    hidden = task.meta["tests"][task.meta["shown_tests"]:]
+    leaks = ["import sys\nprint(sys.stdin.read())", "import sys\nraise SystemExit(sys.stdin.read())",
+             "import sys\nraise ValueError(sys.stdin.read())", "import sys, time\nsys.stdin.read()\ntime.sleep(9)"]
+    for program in leaks:
+        feedback = shown_only.score(task, fenced(program)).feedback
+        for test in hidden:
+            assert test["input"].strip() not in feedback and f"\n{test['output']}\n" not in feedback + "\n", feedback
+    with pytest.raises(Exception, match="feedback_tests"):
+        get("code", feedback_tests="none")

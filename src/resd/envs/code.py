@@ -198,27 +198,38 @@ def _describe_input(test: dict[str, str], fn_name: str | None) -> str:
 
 
 def judge_feedback(tests: list[dict[str, str]], verdicts: list[Verdict], fn_name: str | None,
-                   time_limit: float) -> str:
-    """Contest-judge feedback: first runtime error, else first time limit, else <= 2 wrong answers."""
+                   time_limit: float, quoted: int | None = None) -> str:
+    """Contest-judge feedback: first runtime error, else first time limit, else <= 2 wrong answers.
+
+    `quoted`: only the first `quoted` tests (those the prompt shows) may be quoted; when every
+    failure of the reported kind is on a later (hidden) test, it is reported by its kind and
+    number alone: no input, no expected output, and nothing the program printed or raised (a
+    program can print its own input)."""
     passed = sum(v.status == "passed" for v in verdicts)
     head = f"Passed {passed}/{len(tests)} tests."
     if passed == len(tests):
         return head + " All tests passed."
     label = "Call" if fn_name else "Input"
-    for status in ("error", "time_limit"):
-        for test, v in zip(tests, verdicts):
-            if v.status != status:
-                continue
-            if status == "error":
-                return f"{head}\nRuntime error on this test.\n{label}:\n{_describe_input(test, fn_name)}\n{v.error}"
-            return (f"{head}\nTime limit exceeded ({time_limit:g} s) on this test.\n{label}:\n"
-                    f"{_describe_input(test, fn_name)}")
-    wrong = sorted((t for t, v in zip(tests, verdicts) if v.status == "wrong"), key=lambda t: len(t["input"]))
-    outputs = {id(t): v.output for t, v in zip(tests, verdicts)}
+    limit = len(tests) if quoted is None else quoted
+    for status, kind in (("error", "Runtime error"), ("time_limit", f"Time limit exceeded ({time_limit:g} s)")):
+        failing = [i for i, v in enumerate(verdicts) if v.status == status]
+        if not failing:
+            continue
+        shown = [i for i in failing if i < limit]
+        if not shown:
+            return f"{head}\n{kind} on hidden test {failing[0] + 1} (hidden tests are not quoted)."
+        test, v = tests[shown[0]], verdicts[shown[0]]
+        if status == "error":
+            return f"{head}\nRuntime error on this test.\n{label}:\n{_describe_input(test, fn_name)}\n{v.error}"
+        return f"{head}\n{kind} on this test.\n{label}:\n{_describe_input(test, fn_name)}"
+    failing = [i for i, v in enumerate(verdicts) if v.status == "wrong"]
+    shown = sorted((i for i in failing if i < limit), key=lambda i: len(tests[i]["input"]))
+    if failing and not shown:
+        return f"{head}\nWrong answer on hidden test {failing[0] + 1} (hidden tests are not quoted)."
     parts = [head]
-    for test in wrong[:2]:
-        parts.append(f"Wrong answer.\n{label}:\n{_describe_input(test, fn_name)}\n"
-                     f"Output:\n{_show(outputs[id(test)]) or '(nothing)'}\nExpected:\n{_show(test['output'])}")
+    for i in shown[:2]:
+        parts.append(f"Wrong answer.\n{label}:\n{_describe_input(tests[i], fn_name)}\n"
+                     f"Output:\n{_show(verdicts[i].output) or '(nothing)'}\nExpected:\n{_show(tests[i]['output'])}")
     return "\n".join(parts)
 
 
@@ -316,6 +327,8 @@ def render_prompt(problem: dict[str, Any]) -> str:
 
 # --- the environment ---------------------------------------------------------------------------
 
+FEEDBACK_TESTS = ("all", "shown")
+
 class CodeEnv(Environment):
     """Python programming problems judged in the sandbox.
 
@@ -324,6 +337,10 @@ class CodeEnv(Environment):
     workers (parallel sandboxes; default: CPU count), sandbox ("bwrap", the default, or
     "unsafe-local": see resd.envs.sandbox; without bwrap the environment refuses to start).
     Hidden tests stay on the host: a program gets one test's input and its output is judged here.
+    feedback_tests: "all" (default, as the paper's execution feedback: a failing test is quoted,
+    input, output and expected output) or "shown" (only the tests the prompt shows are quoted; a
+    failure on a hidden test names its kind and number only, so feedback gathered over many tries
+    cannot be tabulated into the hidden answers).
     """
 
     name = "code"
@@ -331,7 +348,10 @@ class CodeEnv(Environment):
 
     def __init__(self, path: str | None = None, test_path: str | None = None, time_limit: float = 2.0,
                  memory_mb: int = 512, reward: str = "all_pass", workers: int | None = None,
-                 sandbox: str | None = None):
+                 sandbox: str | None = None, feedback_tests: str = "all"):
+        if feedback_tests not in FEEDBACK_TESTS:
+            raise UserError(f"code: feedback_tests must be 'all' or 'shown', not {feedback_tests!r}")
+        self.feedback_tests = feedback_tests
         if reward not in ("all_pass", "pass_rate"):
             raise UserError(f"code: reward must be 'all_pass' or 'pass_rate', not {reward!r}")
         if float(time_limit) <= 0:
@@ -355,6 +375,7 @@ class CodeEnv(Environment):
     @staticmethod
     def _to_task(problem: dict[str, Any], split: str) -> Task:
         meta = {k: problem.get(k) for k in ("fn_name", "tests", "solution", "float_tolerance")}
+        meta["shown_tests"] = len(problem["shown"])  # the first tests are the prompt's examples
         return Task(id=f"code-{problem['id']}", prompt=[{"role": "user", "content": render_prompt(problem)}],
                     meta=meta)
 
@@ -395,7 +416,8 @@ class CodeEnv(Environment):
             fn = task.meta["fn_name"]
             verdicts = [judge(t, next(results), marker if fn else None, task.meta.get("float_tolerance"))
                         for t in tests]
-            feedback = judge_feedback(tests, verdicts, fn, self.time_limit)
+            quoted = task.meta.get("shown_tests", 0) if self.feedback_tests == "shown" else None
+            feedback = judge_feedback(tests, verdicts, fn, self.time_limit, quoted)
             outcomes.append(self._outcome([v.status == "passed" for v in verdicts], feedback,
                                           {"verdicts": [v.status for v in verdicts]}))
         return outcomes
