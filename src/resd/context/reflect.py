@@ -376,8 +376,29 @@ def select_new_entries(
 # ---------------------------------------------------------------------------------------------
 # Prompt builders
 # ---------------------------------------------------------------------------------------------
+_HEADER_LINE = re.compile(r"^([A-Z][A-Z ]{1,40})(?: \([^)\n]*\))?:[ \t]*$", re.MULTILINE)
+
+MODEL_WRITTEN = ("response", "feedback", "reflection")
+"""Values that hold model-written text: the attempt, the checker's feedback (which quotes the
+program's output) and the reflection."""
+
+
+def quote_forged_headers(text: str, headers: Iterable[str]) -> str:
+    """`text` with every line that opens like one of the prompt's own section headers ("CHECKER
+    FEEDBACK:") marked as quoted ("> "), so model-written text cannot start a section of the
+    prompt it is pasted into (an attempt forging a checker report). Everything else unchanged."""
+    names = sorted({h.strip().upper() for h in headers}, key=len, reverse=True)
+    if not names or not text:
+        return text
+    forged = re.compile(r"^(?=[^\w\n]*(?:" + "|".join(re.escape(n) for n in names) + r")(?:\s*\([^)\n]*\))?\s*:)",
+                        re.IGNORECASE | re.MULTILINE)
+    return forged.sub("> ", text)
+
+
 def _messages(template: str, values: dict[str, str]) -> Messages:
     parts = load_parts(template, required=("user",))
+    headers = [m.group(1) for part in parts.values() for m in _HEADER_LINE.finditer(part)]
+    values = {k: quote_forged_headers(v, headers) if k in MODEL_WRITTEN else v for k, v in values.items()}
     messages = []
     if parts.get("system", "").strip():
         messages.append({"role": "system", "content": fill(parts["system"], values)})
