@@ -20,15 +20,23 @@ Mode "bwrap" (the default; bubblewrap, what Flatpak uses):
   standard library (its site-packages hidden), read-only, plus a fresh tmpfs working directory
   of at most `max_disk_bytes` (also HOME and TMPDIR). No project files, no hidden tests, no judge
   code, no /tmp, no /etc, /dev read-only, /proc of its own PID namespace only;
+- the program is the sandbox's pid 1 (`--as-pid-1`): there is no init of bubblewrap's inside, a
+  process of the program's own user but without its filter and limits that the program could
+  rewrite through /proc/1/mem. Every process of the sandbox is the program (and its threads);
 - a seccomp filter (libseccomp on the host, installed before the program runs): no new programs
   (execve), no new processes (fork; threads work), none of the kernel's large attack surfaces
-  (ptrace, mount, namespaces, bpf, perf, keyctl, io_uring, userfaultfd, kexec, modules, ...);
+  (ptrace, mount, namespaces, bpf, perf, keyctl, io_uring, userfaultfd, kexec, modules, ...), no
+  memory that RLIMIT_AS does not count (memfd, System V shared memory and message queues, POSIX
+  message queues, pipe buffers grown past 64 KiB), and the death signal stays (the program dies
+  with bubblewrap, which the host kills);
 - limits: CPU seconds, address space, file size, open files, threads, the wall clock (host).
+  Memory is bounded by memory_mb plus the tmpfs (max_disk_bytes) plus default pipe and socket
+  buffers of at most 64 descriptors.
 The interpreter is the host's base Python when the sandbox user can read it, else the system's
 /usr/bin/python3 (`RESD_SANDBOX_PYTHON` names another world-readable one).
 
 Mode "unsafe-local": no operating-system isolation, only limits and the audit hook (plus a
-separate user and no network when run as root). For machines without bubblewrap (macOS, a
+separate user with no capabilities at all and no network when run as root). For machines without bubblewrap (macOS, a
 container without user namespaces), on the user's explicit request only: `sandbox: unsafe-local`
 in the environment's options or RESD_SANDBOX=unsafe-local; it is announced on stderr once.
 
