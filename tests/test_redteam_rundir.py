@@ -146,3 +146,13 @@ def test_leftover_temporary_checkpoints_go_on_the_next_checkpoint(run):
     with replace_dir_atomic(checkpoints / "latest") as tmp:
         shutil.copytree(checkpoints / "latest", tmp, dirs_exist_ok=True)
     assert not any(path.exists() for path in leftovers)
+
+
+def test_the_state_reader_checks_every_field_the_trainer_saves():
+    """read_run_state refuses fields it does not know, so it must know every RunState field."""
+    import dataclasses
+
+    from resd.train.rundir import _STATE_FIELDS
+    from resd.train.trainer import RunState
+
+    assert set(_STATE_FIELDS) == {f.name for f in dataclasses.fields(RunState)}

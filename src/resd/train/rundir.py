@@ -48,7 +48,7 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-_STATE_FIELDS = {
+_STATE_FIELDS = {  # one check per field of resd.train.trainer.RunState (a test keeps them equal)
     "step": _count, "batch": _count, "iteration": _count, "rollouts": _count,
     "batch_best_reward": lambda v: v is None or _number(v),
     "eval_history": lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v),
