@@ -156,3 +156,19 @@ def test_the_state_reader_checks_every_field_the_trainer_saves():
     from resd.train.trainer import RunState
 
     assert set(_STATE_FIELDS) == {f.name for f in dataclasses.fields(RunState)}
+
+
+@pytest.mark.parametrize("name,text", [("metrics.jsonl", '{"step": ' + HUGE + '}\n{"step": 1}\n'),
+                                       ("summary.json", '{"selected_step": ' + HUGE + '}')])
+def test_report_on_a_run_with_huge_integers_is_one_line(run, capsys, name, text):
+    (run / name).write_text(text)
+    assert main(["report", str(run), "--out", str(run.parent / "report")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and name in err
+
+
+def test_report_on_a_fifo_log_is_one_line_not_a_hang(run, capsys):
+    (run / "metrics.jsonl").unlink()
+    os.mkfifo(run / "metrics.jsonl")
+    outcome = _finishes(lambda: main(["report", str(run), "--out", str(run.parent / "report")]))
+    assert outcome.get("value") == 2, outcome

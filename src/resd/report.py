@@ -129,9 +129,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); re-run or delete it") from None
+        data = loads_bounded(read_regular_text(path))
+    except UnreadableFile as exc:
+        raise UserError(f"{path} is not valid JSON ({str(exc)[:120]}); re-run or delete it") from None
     if not isinstance(data, dict):
         raise UserError(f"{path} should hold a JSON object")
     return data
