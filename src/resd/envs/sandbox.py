@@ -36,9 +36,10 @@ The interpreter is the host's base Python when the sandbox user can read it, els
 /usr/bin/python3 (`RESD_SANDBOX_PYTHON` names another world-readable one).
 
 Mode "unsafe-local": no operating-system isolation, only limits and the audit hook (plus a
-separate user with no capabilities at all and no network when run as root). For machines without bubblewrap (macOS, a
-container without user namespaces), on the user's explicit request only: `sandbox: unsafe-local`
-in the environment's options or RESD_SANDBOX=unsafe-local; it is announced on stderr once.
+separate user with no capabilities at all and no network when run as root). For machines
+without bubblewrap (macOS, a container without user namespaces), on the user's explicit request
+only: `sandbox: unsafe-local` in the environment's options or RESD_SANDBOX=unsafe-local; it is
+announced on stderr once. A resumed run takes it from the user, never from its run directory.
 
 `limit` in a result says what stopped a program: "wall_time", "cpu_time", "memory", "output"
 (output or file size) or "forbidden" (the audit hook caught an attempt; with bwrap, attempts it
