@@ -21,6 +21,7 @@ from resd.envs.manufactoria.generators import (
     MAX_TAPE_LENGTH,
     Criterion,
     count_requirement_sets,
+    criterion_from_sentence,
     generate_problems,
     generated_splits,
     matcher,
@@ -361,6 +362,23 @@ def test_local_jsonl_files_round_trip(tmp_path, env):
     assert task.id == original.id and task.prompt == original.prompt
     assert task.meta["tests"] == original.meta["tests"] and task.meta["criteria"] == original.meta["criteria"]
     assert local.score(task, block(reference_program(splits["test"][0].criterion))).reward == 1.0
+    # Loaded records get a reference factory from their criteria sentence.
+    assert all(local.score(t, local.reference_solution(t)).reward == 1.0 for t in local.tasks("train"))
+
+
+@pytest.mark.parametrize("sentence, criterion", [
+    ("Accept if the tape contains the substring 'GRRY' (must be consecutive); reject otherwise.",
+     Criterion("contains_substring", pattern="GRRY")),
+    ("Accept if the tape contains the subsequence BRGR (does not have to be consecutive); reject otherwise.",
+     Criterion("contains_ordered", pattern="BRGR")),
+    ("Accept if the tape has at least 5 bs; reject otherwise.", Criterion("contains_count", requirements=(("B", 5),))),
+    ("Accept if the tape has at least 2 rs and at least 1 g; reject otherwise.",
+     Criterion("contains_count", requirements=(("R", 2), ("G", 1)))),
+    ("Accept if the tape starts with R; reject otherwise.", None),
+    ("Accept if the tape has at least 2 rs and at least 1 r; reject otherwise.", None),
+])
+def test_criteria_sentences_in_the_public_wording_give_their_criterion(sentence, criterion):
+    assert criterion_from_sentence(sentence) == criterion
 
 
 def test_local_parquet_in_the_training_export_format(tmp_path):

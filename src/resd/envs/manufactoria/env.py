@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from resd.envs.base import Environment, Outcome, Split, Task
 from resd.envs.manufactoria.dsl import MAX_STEPS
-from resd.envs.manufactoria.generators import SEED, Criterion, Problem, generated_splits
+from resd.envs.manufactoria.generators import SEED, Criterion, Problem, criterion_from_sentence, generated_splits
 from resd.envs.manufactoria.solutions import reference_program
 from resd.envs.manufactoria.scoring import REWARD_MODES, RewardMode, score_completion
 from resd.envs.records import load_records
@@ -49,9 +49,14 @@ def problem_to_record(problem: Problem) -> dict[str, Any]:
             "problem_family": problem.family, "name": problem.name}
 
 
+def _criterion_meta(criterion: Criterion) -> dict[str, Any]:
+    meta = asdict(criterion)
+    meta["requirements"] = [list(r) for r in criterion.requirements]
+    return meta
+
+
 def _problem_task(problem: Problem) -> Task:
-    criterion = asdict(problem.criterion)
-    criterion["requirements"] = [list(r) for r in problem.criterion.requirements]
+    criterion = _criterion_meta(problem.criterion)
     return Task(id=problem.id, prompt=[{"role": "user", "content": build_prompt(problem.criteria)}],
                 meta={"family": problem.family, "name": problem.name, "criteria": problem.criteria,
                       "criterion": criterion, "tests": [t.to_record() for t in problem.tests],
@@ -90,10 +95,13 @@ def record_to_task(record: dict[str, Any], where: str) -> Task:
     task_id = record.get("id") or extra.get("index")
     if not task_id:
         raise UserError(f"{where}: the record has no 'id'")
+    criteria = record.get("criteria") or _criteria_from_prompt(user)
+    criterion = criterion_from_sentence(criteria)
     return Task(id=str(task_id), prompt=prompt,
                 meta={"family": record.get("problem_family") or extra.get("problem_family", ""),
                       "name": record.get("name") or extra.get("name", ""),
-                      "criteria": record.get("criteria") or _criteria_from_prompt(user),
+                      "criteria": criteria,
+                      "criterion": _criterion_meta(criterion) if criterion else None,
                       "tests": [dict(c) for c in tests], "source": where.rsplit(" row ", 1)[0]})
 
 
@@ -157,7 +165,8 @@ class ManufactoriaHas(Environment):
         return [record_to_task(row, f"{where} row {i}") for i, row in enumerate(rows)]
 
     def reference_solution(self, task: Task) -> str | None:
-        """A factory that passes every test, for generated tasks (their criterion is known)."""
+        """A factory that passes every test, for generated tasks and for loaded ones whose criteria
+        sentence is in the public wording (their criterion is known)."""
         raw = task.meta.get("criterion")
         if not isinstance(raw, dict):
             return None

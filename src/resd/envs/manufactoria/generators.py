@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
@@ -125,6 +126,26 @@ def describe(criterion: Criterion) -> tuple[str, str]:
     criteria = ("Accept if the tape has " + " and ".join(f"at least {n} {c.lower()}{s}" for c, n, s in parts)
                 + "; reject otherwise.")
     return name, criteria
+
+
+_SUBSTRING_SENTENCE = re.compile(r"the substring '([RBYG]+)' \(must be consecutive\)")
+_ORDERED_SENTENCE = re.compile(r"the subsequence '?([RBYG]+)'? \(does not have to be consecutive\)")
+_COUNT_SENTENCE = re.compile(r"Accept if the tape has ((?:at least \d+ [rbyg]s?(?: and )?)+); reject otherwise")
+_COUNT_PART = re.compile(r"at least (\d+) ([rbyg])s?")
+
+
+def criterion_from_sentence(criteria: str) -> Criterion | None:
+    """The criterion a criteria sentence in the public wording states (None for any other text),
+    so that loaded problems get a reference factory too."""
+    if match := _SUBSTRING_SENTENCE.search(criteria):
+        return Criterion("contains_substring", pattern=match.group(1))
+    if match := _ORDERED_SENTENCE.search(criteria):
+        return Criterion("contains_ordered", pattern=match.group(1))
+    if match := _COUNT_SENTENCE.search(criteria):
+        requirements = tuple((c.upper(), int(n)) for n, c in _COUNT_PART.findall(match.group(1)))
+        if len({c for c, _ in requirements}) == len(requirements):
+            return Criterion("contains_count", requirements=requirements)
+    return None
 
 
 # ----------------------------------------------------------------------------- parameters
