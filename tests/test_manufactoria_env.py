@@ -18,7 +18,6 @@ from resd.envs.manufactoria.generators import (
     FAMILY_SIZES,
     MAX_CASES,
     MAX_COUNT_TOTAL,
-    MAX_TAPE_LENGTH,
     Criterion,
     count_requirement_sets,
     criterion_from_sentence,
