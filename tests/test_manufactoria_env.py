@@ -173,7 +173,7 @@ def test_matchers_by_hand():
 
 
 def test_tape_counts_and_lengths_follow_the_task_generator(problems):
-    # The public generator's recipe gives 20-32 tapes of up to 41 symbols; ours (with its own
+    # The hub problems carry 21-32 tapes of up to 41 symbols; ours (the same recipe, with our own
     # pattern lengths, down to 1) gives 15-32; the longest tapes pad a pattern with 18 symbols a side.
     counts = [len(p.tests) for p in problems]
     longest = max(len(t.input) for p in problems for t in p.tests)

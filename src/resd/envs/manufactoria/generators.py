@@ -8,7 +8,8 @@ The task's generator code is public, its "easy" parameter file is not, so:
 - test tapes follow the public generator's recipe (`make_tests`): corner tapes, tapes built around
   the pattern (matches, near misses, padded with up to 18 random symbols a side), random top-ups
   to at least 3 accepted and 3 rejected, at most 35 tapes; every verdict comes from the family's
-  reference matcher. That gives 20-32 tapes per problem, up to 41 symbols, as the public problems.
+  reference matcher. With our parameters (below) that gives 15-32 tapes per problem, up to 41
+  symbols (the hub problems carry 21-32; their shortest patterns are not known).
 - the criteria sentences and names use the public set's wording (`describe`).
 - the parameters are ours: substring / ordered patterns of length 1-6 (lengths 1-3 all 84
   patterns; of the other 256, 86 of length 4 and 85 each of lengths 5 and 6); count problems ask
