@@ -6,13 +6,15 @@ Most tests build small ACE-format files in code; the real 500-record test set is
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 
 from resd.envs import get
-from resd.envs.finer import (FiNER, batch_finer139, extract_answer, judge_tags, score_answer, split_tags,
-                             tag_options)
+from resd.envs.finer import (FiNER, batch_finer139, extract_answer, judge_tags, remove_thinking, score_answer,
+                             split_context)
+from resd.envs.text import MAX_COMPLETION_CHARS
 from resd.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,45 +48,89 @@ def data_dir(tmp_path):
 # --- answer parsing and scoring (pure) ----------------------------------------------------------
 
 def test_answer_is_the_last_tag_pair_outside_thinking():
+    # Facts of the RESD task's answer reader (checked against it, docs/environments.md).
     assert extract_answer("<think>maybe <answer>A,B</answer></think>so <answer>C,D</answer>") == "C,D"
     assert extract_answer("<answer>A</answer> then <answer>B</answer>") == "B"
     assert extract_answer("<think>only thinking <answer>A</answer></think>") is None
     assert extract_answer("cut-off thinking</think><answer>X</answer>") == "X"
     assert extract_answer("no tags at all") is None
-    assert split_tags(' "Revenues" , LineOfCredit,[Foo]') == ["Revenues", "LineOfCredit", "Foo"]
+    # An unclosed <think> is not special: an answer after it still counts.
+    assert extract_answer("<think>I think <answer>A</answer>") == "A"
+    # Upper-case tags are not tags: neither answers nor thinking.
+    assert extract_answer("<ANSWER>A</ANSWER>") is None and extract_answer("<Answer>A</Answer>") is None
+    assert extract_answer("<THINK><answer>A</answer></THINK>") == "A"
+    # Each opening pairs with the next closing; the answer is trimmed, never cleaned up.
+    assert extract_answer("<answer><answer>A</answer>") == "<answer>A"
+    assert extract_answer("<answer> [A, B] </answer>") == "[A, B]"
+    assert extract_answer("<answer>A") is None and extract_answer("<answer></answer>") == ""
+    # Complete blocks go first, then everything before a remaining </think>.
+    assert remove_thinking("<think>a<think>b</think>c</think>  d") == "d"
+    assert remove_thinking("x</think> y</think>z") == "y</think>z"
 
 
-def test_tags_match_position_wise_case_insensitively():
+def test_tags_match_position_wise_case_insensitively_and_nothing_else():
     gold = ["Revenues", "InterestExpense", "LineOfCredit", "Revenues"]
-    assert judge_tags(["revenues", "INTERESTEXPENSE", "LineOfCredit", "Revenues"], gold) == [True] * 4
+    assert judge_tags(["revenues", " INTERESTEXPENSE", "LineOfCredit\t", "Revenues"], gold) == [True] * 4
     assert judge_tags(["InterestExpense", "Revenues", "LineOfCredit", "Revenues"], gold) == [False, False, True, True]
     assert judge_tags(["Revenues"], gold) == [True, False, False, False]  # missing positions are wrong
     assert judge_tags(gold + ["Extra"], gold) == [True] * 4  # extra ones are ignored
+    # Quotes and brackets are part of the tag, as in the task's reward.
+    assert judge_tags(['"Revenues"', "[InterestExpense", "LineOfCredit.", "Revenues"], gold) == [False, False, False, True]
 
 
-def test_reward_modes_and_feedback_with_and_without_gold():
+def test_binary_reward_by_default_fraction_on_request_and_the_tasks_feedback():
     gold = ["Revenues", "InterestExpense", "LineOfCredit", "Revenues"]
-    ents = ["1", "2", "3", "4"]
     completion = "<answer>Revenues,Revenues,LineOfCredit,NotATag</answer>"
-    binary = score_answer(completion, gold, ents, OPTIONS)
+    binary = score_answer(completion, gold)
     assert (binary.reward, binary.acc, binary.passed) == (0.0, 0.5, [True, False, True, False])
-    assert "2/4 tags right" in binary.feedback and "positions 2 and 4 are wrong" in binary.feedback
-    assert "NotATag, which is not one of the allowed tags" in binary.feedback
-    assert "<answer>Revenues,InterestExpense,LineOfCredit,Revenues</answer>" in binary.feedback
-    fraction = score_answer(completion, gold, ents, OPTIONS, reward_mode="fraction")
-    assert fraction.reward == 0.5
-    hidden = score_answer(completion, gold, ents, OPTIONS, reveal_gold=False)
-    assert "InterestExpense" not in hidden.feedback and "positions 2 and 4" in hidden.feedback
-    right = score_answer("<answer>revenues, interestexpense, lineofcredit, REVENUES</answer>", gold, ents, OPTIONS)
-    assert right.reward == 1.0 and right.solved and right.feedback == "All 4 tags are correct."
+    assert binary.feedback == "Your answer is partially wrong. The correct answer is Revenues,InterestExpense,LineOfCredit,Revenues."
+    fraction = score_answer(completion, gold, reward_mode="fraction")
+    assert fraction.reward == 0.5  # the released run scripts' partial credit
+    hidden = score_answer(completion, gold, reveal_gold=False)
+    assert hidden.feedback == "Your answer is partially wrong."
+    none_right = score_answer("<answer>A,B,C,D</answer>", gold)
+    assert none_right.feedback.startswith("Your answer is completely wrong.") and none_right.acc == 0.0
+    empty = score_answer("<answer></answer>", gold)  # an empty answer is a wrong answer, not a format error
+    assert empty.feedback.startswith("Your answer is completely wrong.") and "error" not in empty.details
+    right = score_answer("<answer>revenues, interestexpense, lineofcredit, REVENUES</answer>", gold)
+    assert right.reward == 1.0 and right.solved and right.feedback == ""
 
 
-@pytest.mark.parametrize("completion", ["Revenues,InterestExpense,LineOfCredit,Revenues", "<answer> </answer>",
-                                        "<think><answer>Revenues</answer></think>"])
+@pytest.mark.parametrize("completion", ["Revenues,InterestExpense,LineOfCredit,Revenues", "<answer>Revenues",
+                                        "<think><answer>Revenues</answer></think>", "<ANSWER>Revenues</ANSWER>"])
 def test_format_errors_get_zero_and_say_how_to_answer(completion):
-    out = score_answer(completion, ["Revenues"] * 4, [], OPTIONS)
+    out = score_answer(completion, ["Revenues"] * 4)
     assert out.reward == 0.0 and out.acc == 0.0 and out.details["error"] == "format"
-    assert "<answer>Tag1,Tag2,Tag3,Tag4</answer>" in out.feedback
+    assert "<answer>your_answer</answer>" in out.feedback
+
+
+def test_repeated_unclosed_tags_are_read_in_linear_time():
+    # A regex that retries each unclosed <answer> scans to the end every time: 100k characters
+    # took 9 s. Just under the cap, in every shape that made it quadratic, this must stay instant.
+    gold = ["Revenues"] * 4
+    size = MAX_COMPLETION_CHARS - 100
+    attacks = ["<answer>" * (size // 8), "<think>" * (size // 7), "<think>" * (size // 14) + "<answer>" * (size // 16),
+               "</think>" * (size // 8), ("<answer>x" * (size // 9)) + "<answer>Revenues,Revenues,Revenues,Revenues</answer>"]
+    started = time.perf_counter()
+    outcomes = [score_answer(attack, gold) for attack in attacks]
+    assert time.perf_counter() - started < 2.0
+    assert [o.reward for o in outcomes] == [0.0] * 5
+    assert [o.details.get("error") for o in outcomes] == ["format", "format", "format", "format", None]
+    # The first opening pairs with the only closing: the whole run is one (wrong) answer.
+    answer = extract_answer(attacks[-1])
+    assert answer.startswith("x<answer>x") and answer.endswith("<answer>Revenues,Revenues,Revenues,Revenues")
+
+
+def test_completions_over_the_cap_are_refused_unread():
+    gold = ["Revenues"] * 4
+    padded = "x" * MAX_COMPLETION_CHARS + "<answer>Revenues,Revenues,Revenues,Revenues</answer>"
+    out = score_answer(padded, gold)
+    assert out.reward == 0.0 and out.details["error"] == "format" and "was not read" in out.feedback
+
+
+def test_instruction_input_records_split_into_context_and_question():
+    assert split_context("Instruction: Tag it.\nInput: Revenue was 5.\nAnswer: ") == ("Revenue was 5.", "Tag it.")
+    assert split_context("You are XBRL expert. 1. What ...") == ("", "You are XBRL expert. 1. What ...")
 
 
 # --- files ------------------------------------------------------------------------------------
@@ -98,9 +144,11 @@ def test_reads_ace_files_with_stable_ids_and_our_prompt(data_dir):
     task = test[0]
     assert task.meta["target"] == ["Revenues", "InterestExpense", "LineOfCredit", "ConcentrationRiskPercentage1"]
     assert task.meta["entities"] == ["500", "501", "502", "503"]
-    assert "<answer>Tag1,Tag2,Tag3,Tag4</answer>" in task.prompt_text
-    assert "Reason about each entity first" in task.prompt_text
-    assert tag_options(task.prompt_text) == OPTIONS
+    # The task's prompt shape: an (empty, for FiNER batches) context, the record as the question,
+    # then the answer format.
+    text = task.prompt_text
+    assert "### Context:\n\n\n### Question:\nYou are XBRL expert." in text
+    assert text.rstrip().endswith("for example <answer>TagOne,TagTwo,TagThree,TagFour</answer>.")
     assert env.score(task, env.reference_solution(task)).reward == 1.0
 
 
@@ -160,7 +208,7 @@ def test_finer139_sentences_are_batched_four_entities_per_task():
     assert len(records) == 1  # 5 entities: one full batch of 4, the fifth is left over
     assert records[0]["target"] == "Revenues,LineOfCredit,LineOfCredit,Revenues"
     task_text = records[0]["context"]
-    assert tag_options(task_text) == ["LineOfCredit", "Revenues"]
+    assert "tags: ,LineOfCredit,Revenues." in task_text
     assert 'entity "10 20" in sentence: "A 10 20 line and 7 ."' in task_text
     env = FiNER()
     from resd.envs.finer import batch_task
@@ -178,7 +226,7 @@ def test_real_test_set_gold_scores_everything_and_shifted_answers_do_not():
     env = FiNER(data_dir=str(SHARED))
     tasks = env.tasks("test")
     assert len(tasks) == 500 and all(len(t.meta["target"]) == 4 == len(t.meta["entities"]) for t in tasks)
-    assert all(len(tag_options(t.prompt_text)) == 139 for t in tasks[:20])
+    assert all(t.prompt_text.count("### Question:\nYou are XBRL expert.") == 1 for t in tasks[:20])
     outcomes = [env.score(t, env.reference_solution(t)) for t in tasks]
     assert all(o.reward == 1.0 and o.acc == 1.0 for o in outcomes)
     # Rotating the four tags keeps their set but breaks positions: scored position by position.

@@ -18,9 +18,9 @@ from resd.envs.manufactoria.generators import (
     FAMILY_SIZES,
     MAX_CASES,
     MAX_COUNT_TOTAL,
-    MAX_TAPE_LENGTH,
     Criterion,
     count_requirement_sets,
+    criterion_from_sentence,
     generate_problems,
     generated_splits,
     matcher,
@@ -153,8 +153,8 @@ def test_every_test_case_agrees_with_its_criterion(problems):
         check = matcher(p.criterion)
         inputs = [t.input for t in p.tests]
         assert len(inputs) == len(set(inputs)) <= MAX_CASES
-        assert "" in inputs and all(c in inputs for c in COLOURS)  # corner cases
-        assert all(len(t) <= MAX_TAPE_LENGTH and set(t) <= set(COLOURS) for t in inputs)
+        assert inputs[:3] == ["", "R", "RB"] and {"BR", "RBR", "BRB", "RRB", "BBR"} <= set(inputs)  # corner tapes
+        assert all(len(t) <= 41 and set(t) <= set(COLOURS) for t in inputs)
         verdicts = [t.expected_accepted for t in p.tests]
         assert sum(verdicts) >= 3 and len(verdicts) - sum(verdicts) >= 3, p.id
         assert all(check(t.input) == t.expected_accepted for t in p.tests), p.id
@@ -172,11 +172,27 @@ def test_matchers_by_hand():
     assert not matcher(Criterion("contains_count", requirements=(("R", 2), ("Y", 1))))("RYB")
 
 
+def test_tape_counts_and_lengths_follow_the_task_generator(problems):
+    # The hub problems carry 21-32 tapes of up to 41 symbols; ours (the same recipe, with our own
+    # pattern lengths, down to 1) gives 15-32; the longest tapes pad a pattern with 18 symbols a side.
+    counts = [len(p.tests) for p in problems]
+    longest = max(len(t.input) for p in problems for t in p.tests)
+    assert 15 <= min(counts) and max(counts) <= 32 and longest == 41
+    assert sum(c >= 20 for c in counts) > 0.9 * len(counts)
+    assert all(t.to_record()["check_output"] is False for t in problems[0].tests)
+
+
 def test_criteria_wording(problems):
     sub = next(p for p in problems if p.criterion == Criterion("contains_substring", pattern="RY"))
     assert sub.criteria == "Accept if the tape contains the substring 'RY' (must be consecutive); reject otherwise."
     count = next(p for p in problems if p.criterion.requirements == (("R", 2), ("Y", 1)))
     assert count.criteria == "Accept if the tape has at least 2 rs and at least 1 y; reject otherwise."
+    assert count.name == "Need 2 Rs and 1 Y"
+    ordered = next(p for p in problems if p.criterion == Criterion("contains_ordered", pattern="GB"))
+    assert ordered.criteria == ("Accept if the tape contains the subsequence GB (does not have to be consecutive); "
+                                "reject otherwise.") and ordered.name == "Contains GB"
+    single = next(p for p in problems if p.criterion.requirements == (("B", 5),))
+    assert single.name == "At least 5 Bs"
 
 
 def test_every_generated_problem_is_solved_by_its_reference_factory(problems):
@@ -192,8 +208,9 @@ def test_task_prompt_and_meta(env):
     assert len(task.prompt) == 1 and task.prompt[0]["role"] == "user"
     text = task.prompt_text
     assert text.startswith("# Manufactoria factory language") and "\n# Task\n" in text
-    assert task.meta["criteria"] in text.split("# Task", 1)[1]
-    assert "```manufactoria" in text.split("# Task", 1)[1]
+    # The task's shape: the language manual with an example, then the task, the rule last.
+    assert text.endswith("\n\n" + task.meta["criteria"])
+    assert "```manufactoria" in text.split("# Task", 1)[0] and "NONE" in text
     assert task.meta["family"] in FAMILY_SIZES and task.meta["tests"]
     assert set(task.meta["tests"][0]) >= {"input", "expected_accepted", "check_output"}
     json.dumps(task.meta)  # run directories store it
@@ -203,8 +220,12 @@ def test_registry_builds_it_and_bad_options_fail_clearly():
     assert isinstance(resd.envs.get("manufactoria-has"), ManufactoriaHas)
     with pytest.raises(UserError, match="reward_mode must be one of all_pass, pass_rate"):
         ManufactoriaHas(reward_mode="partial")
-    with pytest.raises(UserError, match="not a known name or an existing path"):
+    with pytest.raises(UserError, match="source must be one of generated, hf, file"):
         ManufactoriaHas(source="no/such/file.jsonl")
+    with pytest.raises(UserError, match="needs train_path and test_path"):
+        ManufactoriaHas(source="file", train_path="x.jsonl")
+    with pytest.raises(UserError, match="max_steps"):
+        ManufactoriaHas(max_steps=10**9)
     with pytest.raises(UserError, match="bad options"):
         resd.envs.get("manufactoria-has", colour_mode="two")
     with pytest.raises(UserError, match="split must be"):
@@ -223,23 +244,36 @@ def test_hand_written_correct_factories_score_one(env, program, family, criterio
     outcome = env.score(task, block(program))
     assert outcome.reward == 1.0 and outcome.acc == 1.0 and outcome.solved
     assert outcome.details["error_kind"] is None
-    assert "all" in outcome.feedback and str(len(task.meta["tests"])) in outcome.feedback
+    assert outcome.feedback == ""  # the verifier says nothing when every case passes
 
 
-def test_wrong_factory_gets_partial_acc_zero_reward_and_judge_feedback(env):
+def test_a_wrongly_rejected_robot_is_shown_alone_as_a_runtime_error(env):
     task = task_with(env, "contains_substring", pattern="YR")
     outcome = env.score(task, block(CONTAINS_RY))
     assert outcome.reward == 0.0 and 0.0 < outcome.acc < 1.0
     assert outcome.acc == sum(outcome.passed) / len(outcome.passed) == outcome.details["n_passed"] / len(outcome.passed)
+    fb = outcome.feedback
+    assert "Passed" not in fb and fb.startswith("Runtime Error\nrouted to NONE\n")
+    # The first failing case that should have been accepted, alone, with its trace.
+    tests = task.meta["tests"]
+    first = next(i for i, ok in enumerate(outcome.passed) if not ok and tests[i]["expected_accepted"])
+    assert f"\nInput\n{tests[first]['input']}\n" in fb
+    assert "Trace:" in fb and "step 1: start" in fb and "Should be accepted: True" in fb
+    assert "Wrong Answer" not in fb and fb.count("Input") == 1
+
+
+def test_wrong_accepts_show_the_two_shortest(env):
+    # Accepting everything fails exactly the tapes to be rejected: wrong answers, not errors.
+    task = task_with(env, "contains_substring", pattern="RY")
+    outcome = env.score(task, block("START start:\n    NEXT end\nEND end\n"))
     assert outcome.details["error_kind"] == "wrong"
     fb = outcome.feedback
-    assert fb.startswith(f"Passed {sum(outcome.passed)}/{len(outcome.passed)} test cases.")
-    assert fb.count("Wrong Answer") == 2  # at most two failing cases are shown
-    first = outcome.passed.index(False)
-    case = task.meta["tests"][first]
-    assert f"Test Case {first + 1}: Wrong Answer" in fb and f'Input: "{case["input"]}"' in fb
-    assert "Expected: " + ("accepted" if case["expected_accepted"] else "rejected") in fb
-    assert "Trace: " in fb and "seek" in fb
+    assert fb.count("Wrong Answer") == 2 and "Runtime Error" not in fb
+    tests = task.meta["tests"]
+    failing = sorted((len(t["input"]) * 2, i) for i, t in enumerate(tests) if not t["expected_accepted"])
+    shown = [int(line.split()[2].rstrip(":")) for line in fb.split("\n") if line.startswith("Test Case")]
+    assert shown == [i + 1 for _, i in failing[:2]]
+    assert fb.startswith(f"Test Case {shown[0]}: Wrong Answer\n\nInput\n(empty tape)\n\nFinal tape\n(empty tape)")
 
 
 def test_pass_rate_mode_rewards_the_fraction_passed():
@@ -264,7 +298,10 @@ def test_last_block_is_graded_and_bare_fences_work(env):
     assert env.score(task, block(wrong) + "\nActually:\n" + block(CONTAINS_RY)).reward == 1.0
     assert env.score(task, block(CONTAINS_RY) + "\nActually:\n" + block(wrong)).reward == 0.0
     assert env.score(task, f"```\n{CONTAINS_RY}```").reward == 1.0
-    assert extract_program("```manufactoria\nSTART start:\n```") == "START start:\n"
+    assert extract_program("```manufactoria\nSTART start:\n```") == "START start:"
+    # The program may start on the fence line: the block is trimmed.
+    assert env.score(task, f"```manufactoria {CONTAINS_RY}```").reward == 1.0
+    assert extract_program("```manufactoria") is None and extract_program("``` x") is None
 
 
 def test_parse_error_feedback_names_the_line(env):
@@ -273,30 +310,31 @@ def test_parse_error_feedback_names_the_line(env):
     outcome = env.score(task, block(broken))
     assert outcome.reward == 0.0 and outcome.acc == 0.0 and not any(outcome.passed)
     assert outcome.details["error_kind"] == "parse" and outcome.details["error_line"] == 10
-    assert outcome.feedback.startswith("Parse Error: Line 10: missing ':'")
+    assert outcome.feedback.startswith("Parse Error\nLine 10: a PULLER_RB declaration needs a colon")
 
 
-def test_loop_errors_are_reported_before_wrong_answers(env):
+def test_a_looping_robot_is_reported_where_it_is_stuck(env):
     # [EMPTY] -> itself never consumes Y/G fronts or ends on an empty tape: those robots loop.
     looping = "START start:\n    NEXT a\nPULLER_RB a:\n    [R] end\n    [B] end\n    [EMPTY] a\nEND end\n"
     task = task_with(env, "contains_substring", pattern="RY")
     outcome = env.score(task, block(looping))
     assert outcome.details["error_kind"] == "loop"
     fb = outcome.feedback
-    first_case = fb.split("\n\n")[1]
-    assert "Runtime Error" in first_case and "infinite loop" in first_case and "Stuck" in first_case
-    assert "(last 15 of 1000 visits)" in first_case
-    # The single-colour tape "R" (case 2, expected: rejected) is accepted at once: a plain wrong
-    # answer with a lower case number than any looping case, yet the loop is shown first.
-    assert task.meta["tests"][1]["input"] == "R" and outcome.details["failing_cases"][0] == 2
-    loop_case = int(first_case.split(":")[0].removeprefix("Test Case "))
-    assert loop_case > 2 and "Test Case 2: Wrong Answer" not in fb.split("\n\n")[1]
+    # The tape "R" (case 2, to be rejected) is accepted at once, a plain wrong answer; a tape to be
+    # accepted that starts with Y or G loops, an error, and is shown alone although it comes later.
+    tests = task.meta["tests"]
+    assert tests[1]["input"] == "R" and outcome.details["failing_cases"][0] == 2
+    looper = next(i for i, ok in enumerate(outcome.passed) if not ok and tests[i]["input"][:1] in ("Y", "G"))
+    assert looper > 1 and tests[looper]["expected_accepted"]
+    assert fb.startswith(f"Runtime Error\nstill running after 1000 steps (possible infinite loop)\n\nInput\n"
+                         f"{tests[looper]['input']}\n")
+    assert f"Stuck at: a (PULLER_RB)\nFront symbol: {tests[looper]['input'][0]}\n" in fb and "Wrong Answer" not in fb
 
 
 def test_uppercase_end_target_is_a_runtime_error(env):
     task = task_with(env, "contains_count", requirements=[["R", 2]])
     outcome = env.score(task, block(AT_LEAST_TWO_R.replace("[R] end", "[R] END")))
-    assert outcome.details["error_kind"] == "runtime" and "Unknown node: END" in outcome.feedback
+    assert outcome.details["error_kind"] == "runtime" and "unknown node 'END'" in outcome.feedback
     assert outcome.reward == 0.0
 
 
@@ -309,35 +347,53 @@ def test_feedback_is_capped(env):
 
 # --------------------------------------------------------------------------- other sources
 
-def test_local_jsonl_directory_round_trip(tmp_path, env):
+def test_local_jsonl_files_round_trip(tmp_path, env):
     splits = generated_splits()
     for split in ("train", "test"):
         with open(tmp_path / f"has_{split}.jsonl", "w") as f:
             for p in splits[split][:5]:
                 f.write(json.dumps(problem_to_record(p)) + "\n")
-    local = ManufactoriaHas(source=str(tmp_path))
+    local = ManufactoriaHas(source="file", train_path=str(tmp_path / "has_train.jsonl"),
+                            test_path=str(tmp_path / "has_test.jsonl"))
     assert local.sizes() == {"train": 5, "test": 5}
     task = local.tasks("test")[0]
     original = env.tasks("test")[0]
     assert task.id == original.id and task.prompt == original.prompt
     assert task.meta["tests"] == original.meta["tests"] and task.meta["criteria"] == original.meta["criteria"]
     assert local.score(task, block(reference_program(splits["test"][0].criterion))).reward == 1.0
+    # Loaded records get a reference factory from their criteria sentence.
+    assert all(local.score(t, local.reference_solution(t)).reward == 1.0 for t in local.tasks("train"))
 
 
-def test_local_parquet_in_resd_format_with_split_column(tmp_path):
+@pytest.mark.parametrize("sentence, criterion", [
+    ("Accept if the tape contains the substring 'GRRY' (must be consecutive); reject otherwise.",
+     Criterion("contains_substring", pattern="GRRY")),
+    ("Accept if the tape contains the subsequence BRGR (does not have to be consecutive); reject otherwise.",
+     Criterion("contains_ordered", pattern="BRGR")),
+    ("Accept if the tape has at least 5 bs; reject otherwise.", Criterion("contains_count", requirements=(("B", 5),))),
+    ("Accept if the tape has at least 2 rs and at least 1 g; reject otherwise.",
+     Criterion("contains_count", requirements=(("R", 2), ("G", 1)))),
+    ("Accept if the tape starts with R; reject otherwise.", None),
+    ("Accept if the tape has at least 2 rs and at least 1 r; reject otherwise.", None),
+])
+def test_criteria_sentences_in_the_public_wording_give_their_criterion(sentence, criterion):
+    assert criterion_from_sentence(sentence) == criterion
+
+
+def test_local_parquet_in_the_training_export_format(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = []
     for split in ("train", "test"):
+        rows = []
         for p in generated_splits()[split][:3]:
             rec = problem_to_record(p)
             rows.append({"data_source": "manufactoria-has", "prompt": rec["messages"],
                          "reward_model": {"style": "manufactoria", "ground_truth": json.dumps(rec["ground_truth"])},
                          "extra_info": {"split": split, "index": p.id, "problem_family": p.family, "name": p.name}})
-    path = tmp_path / "has.parquet"
-    pq.write_table(pa.Table.from_pylist(rows), path)
-    local = ManufactoriaHas(source=str(path))
+        (tmp_path / split).mkdir()
+        pq.write_table(pa.Table.from_pylist(rows), tmp_path / split / "part-0.parquet")
+    local = ManufactoriaHas(source="file", train_path=str(tmp_path / "train"), test_path=str(tmp_path / "test"))
     assert [t.id for t in local.tasks("train")] == [p.id for p in generated_splits()["train"][:3]]
     task = local.tasks("test")[1]
     assert task.meta["family"] == generated_splits()["test"][1].family
@@ -345,16 +401,32 @@ def test_local_parquet_in_resd_format_with_split_column(tmp_path):
     assert local.score(task, block(reference_program(generated_splits()["test"][1].criterion))).reward == 1.0
 
 
+def test_a_record_without_check_output_requires_an_empty_final_tape(tmp_path):
+    # The verifier's default: a case that does not say check_output checks it, against
+    # expected_output "" -- so a factory that leaves symbols on an accepted robot fails it.
+    record = {"id": "t1", "messages": [{"role": "user", "content": "# Task\n\nAccept if the tape has R."}],
+              "ground_truth": [{"input": "R", "expected_accepted": True}, {"input": "B", "expected_accepted": False},
+                               {"input": "RB", "expected_accepted": True}]}
+    path = tmp_path / "one.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    local = ManufactoriaHas(source="file", train_path=str(path), test_path=str(path))
+    task = local.tasks("train")[0]
+    pulls_one = "START start:\n    NEXT a\nPULLER_RB a:\n    [R] end\nEND end\n"
+    outcome = local.score(task, block(pulls_one))  # "RB" ends with "B" left on the tape
+    assert outcome.passed == [True, True, False] and outcome.reward == 0.0
+    assert outcome.feedback.startswith("Test Case 3: Wrong Answer")
+    drains = "START start:\n    NEXT a\nPULLER_RB a:\n    [R] b\nPULLER_RB b:\n    [B] b\n    [R] b\n    [EMPTY] end\nEND end\n"
+    assert local.score(task, block(drains)).reward == 1.0
+
+
 def test_local_file_problems_are_clear_errors(tmp_path):
-    no_split = tmp_path / "rows.jsonl"
-    no_split.write_text(json.dumps(problem_to_record(generated_splits()["train"][0])) + "\n")
-    with pytest.raises(UserError, match="no 'split'"):
-        ManufactoriaHas(source=str(no_split)).tasks("train")
-    bad = tmp_path / "bad_{split}.jsonl"
-    for split in ("train", "test"):
-        (tmp_path / f"bad_{split}.jsonl").write_text('{"id": "x", "messages": []}\n')
+    with pytest.raises(UserError, match="dataset path not found"):
+        ManufactoriaHas(source="file", train_path=str(tmp_path / "none.jsonl"),
+                        test_path=str(tmp_path / "none.jsonl")).tasks("train")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x", "messages": []}\n')
     with pytest.raises(UserError, match="ground_truth"):
-        ManufactoriaHas(source=str(bad)).tasks("train")
+        ManufactoriaHas(source="file", train_path=str(bad), test_path=str(bad)).tasks("train")
 
 
 def test_hf_source_offline_fails_with_a_fix(tmp_path):
@@ -364,5 +436,5 @@ def test_hf_source_offline_fails_with_a_fix(tmp_path):
             "except UserError as e:\n    print('USERERROR', e)\n")
     env_vars = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env_vars, timeout=120)
-    assert "USERERROR could not load manufactoria/has_train" in out.stdout, out.stderr[-2000:]
-    assert "source='generated'" in out.stdout
+    assert "USERERROR could not load manufactoria/has_train[train]" in out.stdout, out.stderr[-2000:]
+    assert "source: file" in out.stdout

@@ -12,12 +12,18 @@ train split is an error that names two fixes: point `train_path` at another disj
 `finer_test_subset_006_seed42.jsonl` shares no sentence with the 500 test records), or set
 `carve_train=N` to move N test records (a seeded shuffle) into train and test on the rest.
 
-Scoring (notes §3): the answer is the last <answer>...</answer> after removing <think>...</think>;
-tags are compared position by position, case-insensitively, after trimming spaces (missing
-positions count as wrong, extra ones are ignored). `acc` is the fraction of entities tagged right
-(the paper's per-test-case accuracy); a task is solved when all four are right. The reward is
-binary all-four by default, as the paper states; RESD's released scripts reward the fraction
-instead (`reward_mode="fraction"`).
+Prompt, answer and reward follow the RESD task (checked by a differential run, docs/environments.md):
+the prompt has the task's shape (context, question, then the answer format; our wording); the
+answer is the last `<answer>...</answer>` (lower-case tags only) after removing every complete
+`<think>...</think>` block and then anything before a remaining `</think>`; its comma-separated
+tags are compared with the gold ones position by position, lower-cased and trimmed, with missing
+positions wrong and extra ones ignored. `acc` is the fraction of entities tagged right (the
+paper's per-test-case accuracy); a task is solved when all are right. The reward is binary
+(all tags right) by default, as the paper states (per-task accuracy as reward); RESD's released
+run scripts reward the fraction instead (`reward_mode="fraction"`). Feedback is the task's:
+nothing when solved, one line saying the answer is partially or completely wrong with the correct
+answer (`reveal_gold`), or a format note. Every step is linear in the completion's length, and
+completions over `MAX_COMPLETION_CHARS` are refused unread.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterable
 
 from resd.envs.base import Environment, Outcome, Split, Task, clip_feedback
-from resd.envs.text import strip_reasoning
+from resd.envs.text import MAX_COMPLETION_CHARS
 from resd.errors import UserError
 
 TRAIN_FILE = "finer_train_batched_1000_samples.jsonl"
@@ -44,98 +50,113 @@ HF_SPLITS = {"train": "train", "test": "validation"}
 REWARD_MODES = ("all", "fraction")
 CARVE_SEED = 0
 
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 _ENTITY = re.compile(r'entity "(.*?)" in sentence', re.DOTALL)
-_OPTIONS = re.compile(r"tags(?: options)?:\s*,?(.*?)\.\s*Answer the following", re.DOTALL)
+_LEADING_SPACE = re.compile(r"\s*")
 
 
 # --- prompt -------------------------------------------------------------------------------------
-def build_prompt(context: str, n_entities: int) -> str:
-    """Our wrapper around the ACE question text: ask for reasoning, then tags in <answer> tags."""
-    example = ",".join(f"Tag{i}" for i in range(1, n_entities + 1))
-    return (f"Tag the financial entities below with US-GAAP XBRL tags.\n\n{context.strip()}\n\n"
-            f"Reason about each entity first. Then give exactly {n_entities} tags from the list, in the "
-            f"order of the questions and separated by commas, between <answer> and </answer>, for "
-            f"example <answer>{example}</answer>.")
+def split_context(record_context: str) -> tuple[str, str]:
+    """(context, question) of an ACE record: an "Instruction: ... Input: ... Answer:" record splits
+    into its input text and its instruction; any other (the FiNER batches) is all question."""
+    if "Input: " in record_context and "Instruction: " in record_context:
+        instruction = record_context.split("Input: ")[0].split("Instruction: ")[1].strip()
+        return record_context.split("Input: ")[1].split("Answer: ")[0].strip(), instruction
+    return "", record_context
 
 
-def tag_options(context: str) -> list[str]:
-    """The allowed tags listed in an ACE-format context ([] when the list cannot be found)."""
-    match = _OPTIONS.search(context)
-    if not match:
-        return []
-    return [t.strip() for t in match.group(1).split(",") if t.strip()]
+def build_prompt(record_context: str) -> str:
+    """The task's prompt shape (context, question, answer format), in our words."""
+    context, question = split_context(record_context)
+    return (f"Use the context below to answer the question.\n\n### Context:\n{context}\n\n### Question:\n"
+            f"{question}\n\nThink it through, then give your final answer between <answer> and </answer>, "
+            f"for example <answer>TagOne,TagTwo,TagThree,TagFour</answer>.\n")
 
 
 # --- scoring (pure) -----------------------------------------------------------------------------
+def _after_space(text: str, pos: int) -> int:
+    return _LEADING_SPACE.match(text, pos).end()
+
+
+def remove_thinking(text: str) -> str:
+    """Drop every complete <think>...</think> block (each opening paired with the next closing,
+    with the white space after it), then everything up to a remaining </think>, the reasoning
+    whose opening tag was in the prompt. Tags are lower-case only. One pass: linear."""
+    kept: list[str] = []
+    pos = 0
+    while True:
+        opening = text.find(THINK_OPEN, pos)
+        closing = text.find(THINK_CLOSE, opening + len(THINK_OPEN)) if opening >= 0 else -1
+        if closing < 0:  # no complete block from here on
+            kept.append(text[pos:])
+            break
+        kept.append(text[pos:opening])
+        pos = _after_space(text, closing + len(THINK_CLOSE))
+    rest = "".join(kept)
+    closing = rest.find(THINK_CLOSE)
+    return rest if closing < 0 else rest[_after_space(rest, closing + len(THINK_CLOSE)):]
+
+
 def extract_answer(completion: str) -> str | None:
-    """Text of the last <answer>...</answer> after the reasoning, or None."""
-    answers = _ANSWER.findall(strip_reasoning(completion))
-    return answers[-1] if answers else None
+    """Text of the last <answer>...</answer> after the reasoning, trimmed; None if there is none.
+    Pairs each opening tag with the next closing one in one linear pass: a run of unclosed
+    <answer> tags costs one scan, not one scan per tag."""
+    if not isinstance(completion, str):
+        return None
+    text = remove_thinking(completion)
+    last: str | None = None
+    pos = 0
+    while True:
+        opening = text.find(ANSWER_OPEN, pos)
+        if opening < 0:
+            return last
+        closing = text.find(ANSWER_CLOSE, opening + len(ANSWER_OPEN))
+        if closing < 0:  # no closing tag after this opening, so none after any later one
+            return last
+        last = text[opening + len(ANSWER_OPEN):closing].strip()
+        pos = closing + len(ANSWER_CLOSE)
 
 
 def split_tags(answer: str) -> list[str]:
-    """Comma-separated tags, trimmed of spaces and stray quotes/brackets."""
-    return [t.strip().strip("\"'`[]").strip() for t in answer.split(",")]
+    """The answer's comma-separated tags, as written."""
+    return answer.split(",")
 
 
 def judge_tags(predicted: list[str], gold: list[str]) -> list[bool]:
-    """Position-wise, case-insensitive match; the prediction is padded/truncated to the gold length."""
+    """Position-wise, case-insensitive match of trimmed tags; the prediction is padded/truncated
+    to the gold length."""
     padded = (predicted + [""] * len(gold))[: len(gold)]
     return [p.strip().lower() == g.strip().lower() for p, g in zip(padded, gold)]
 
 
-def _positions(indices: list[int]) -> str:
-    names = [str(i + 1) for i in indices]
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+FORMAT_FEEDBACK = "Wrong answer format: give the answer as <answer>your_answer</answer>."
 
 
-def feedback_text(predicted: list[str], gold: list[str], passed: list[bool], entities: list[str],
-                  options: list[str], reveal_gold: bool) -> str:
+def feedback_text(passed: list[bool], gold: list[str], reveal_gold: bool) -> str:
+    """The task's feedback: nothing when all tags are right, else one verdict line."""
+    if all(passed):
+        return ""
+    verdict = "partially" if any(passed) else "completely"
+    return (f"Your answer is {verdict} wrong."
+            + (f" The correct answer is {','.join(gold)}." if reveal_gold else ""))
+
+
+def score_answer(completion: str, gold: list[str], *, reward_mode: str = "all", reveal_gold: bool = True) -> Outcome:
     n = len(gold)
-    k = sum(passed)
-    if k == n:
-        return f"All {n} tags are correct."
-    wrong = [i for i, ok in enumerate(passed) if not ok]
-    verdict = "completely" if k == 0 else "partially"
-    lines = [f"The answer is {verdict} incorrect: {k}/{n} tags right; position{'s' if len(wrong) > 1 else ''} "
-             f"{_positions(wrong)} {'are' if len(wrong) > 1 else 'is'} wrong."]
-    if len(predicted) != n:
-        lines.append(f"You gave {len(predicted)} tag{'s' if len(predicted) != 1 else ''}; exactly {n} are needed, "
-                     f"one per question, in order.")
-    allowed = {o.lower() for o in options}
-    for i in wrong:
-        said = predicted[i] if i < len(predicted) else ""
-        entity = f' (entity "{entities[i]}")' if i < len(entities) and entities[i] else ""
-        line = f"- {i + 1}{entity}: you said {said or '(nothing)'}"
-        if said and allowed and said.lower() not in allowed:
-            line += ", which is not one of the allowed tags"
-        if reveal_gold:
-            line += f"; the correct tag is {gold[i]}"
-        lines.append(line)
-    if reveal_gold:
-        lines.append(f"The correct answer is <answer>{','.join(gold)}</answer>.")
-    return "\n".join(lines)
-
-
-def score_answer(completion: str, gold: list[str], entities: list[str], options: list[str], *,
-                 reward_mode: str = "all", reveal_gold: bool = True) -> Outcome:
-    n = len(gold)
-    answer = extract_answer(completion)
-    if answer is None or not answer.strip():
-        why = "no <answer>...</answer> found" if answer is None else "the <answer></answer> is empty"
-        example = ",".join(f"Tag{i}" for i in range(1, n + 1))
-        return Outcome(reward=0.0, acc=0.0, passed=[False] * n,
-                       feedback=(f"Format error: {why}. End your reply with the {n} tags, comma-separated, "
-                                 f"inside <answer> tags, e.g. <answer>{example}</answer>."),
+    too_long = isinstance(completion, str) and len(completion) > MAX_COMPLETION_CHARS
+    answer = None if too_long else extract_answer(completion)
+    if answer is None:
+        feedback = (f"The answer is longer than {MAX_COMPLETION_CHARS} characters and was not read. "
+                    if too_long else "") + FORMAT_FEEDBACK
+        return Outcome(reward=0.0, acc=0.0, passed=[False] * n, feedback=feedback,
                        details={"error": "format", "gold": gold})
     predicted = split_tags(answer)
     passed = judge_tags(predicted, gold)
     acc = sum(passed) / n
     reward = acc if reward_mode == "fraction" else float(all(passed))
-    feedback = feedback_text(predicted, gold, passed, entities, options, reveal_gold)
-    return Outcome(reward=reward, acc=acc, feedback=clip_feedback(feedback), passed=passed,
-                   details={"predicted": predicted, "gold": gold})
+    return Outcome(reward=reward, acc=acc, feedback=clip_feedback(feedback_text(passed, gold, reveal_gold)),
+                   passed=passed, details={"predicted": predicted, "gold": gold})
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -162,7 +183,7 @@ def read_batches(path: Path) -> list[dict[str, str]]:
 
 def batch_task(record: dict[str, str], task_id: str, origin: str) -> Task:
     gold = [t.strip() for t in record["target"].split(",")]
-    return Task(id=task_id, prompt=[{"role": "user", "content": build_prompt(record["context"], len(gold))}],
+    return Task(id=task_id, prompt=[{"role": "user", "content": build_prompt(record["context"])}],
                 meta={"target": gold, "entities": _ENTITY.findall(record["context"]), "origin": origin})
 
 
@@ -214,8 +235,9 @@ class FiNER(Environment):
     carve_train: when no train file exists, move this many test records (seeded shuffle) into train.
     source:      "files" (default) or "hf" (FiNER-139 from the hub, batched by `batch_finer139`).
     hf_limit:    tasks per split with source="hf" (default: the paper's 1000 train / 500 test).
-    reward_mode: "all" (1.0 only when all four tags are right, the paper) or "fraction".
-    reveal_gold: feedback names the correct tags (RESD's scripts do; default True).
+    reward_mode: "all" (1.0 only when all four tags are right, the paper's per-task accuracy) or
+                 "fraction" (the share right, as RESD's released run scripts reward it).
+    reveal_gold: feedback names the correct answer (RESD's run scripts do; default True).
     """
 
     name: ClassVar[str] = "finer"
@@ -312,8 +334,7 @@ class FiNER(Environment):
         gold = list(task.meta.get("target") or [])
         if not gold:
             raise UserError(f"task {task.id!r} has no FiNER gold tags in meta['target']")
-        return score_answer(completion, gold, list(task.meta.get("entities") or []), tag_options(task.prompt_text),
-                            reward_mode=self.reward_mode, reveal_gold=self.reveal_gold)
+        return score_answer(completion, gold, reward_mode=self.reward_mode, reveal_gold=self.reveal_gold)
 
     def reference_solution(self, task: Task) -> str:
         """A completion with the gold tags (what a perfect tagger answers)."""

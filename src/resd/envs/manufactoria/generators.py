@@ -3,20 +3,17 @@
 What is known about the public set (`manufactoria/has_train` / `has_test`, RESD paper Table 1):
 874 problems, contains_substring x340, contains_ordered x340, contains_count x194, four colours,
 "easy" difficulty, seed 42, shuffled, the first int(874 * 0.85) = 742 for train and 132 for test.
-The upstream "easy" parameter file is not public, so these choices are ours (documented here):
+The task's generator code is public, its "easy" parameter file is not, so:
 
-- substring / ordered patterns have length 1-6 (the upstream code default). Lengths 1-3 are
-  enumerated completely (4 + 16 + 64 = 84 patterns); the remaining 256 are drawn without
-  replacement, 86 of length 4 and 85 each of lengths 5 and 6, so short and long patterns both
-  appear.
-- count problems ask for minimum counts of 1-3 distinct colours whose minimums add up to at
-  most 6. There are exactly 194 such requirement sets over four colours (4*6 + 6*15 + 4*20, see
-  `count_requirement_sets`), matching the family's size, so every one of them is used once.
-- test tapes have length 1-12 plus the empty tape; each problem gets the corner cases (empty
-  tape, each single colour), pattern-specific matching and near-miss tapes (exact, padded,
-  repeated, reversed, interrupted, one symbol changed, one short of a count, ...) and random
-  tapes up to 20 cases, with at least 3 accepted and 3 rejected and never more than 35.
-  Every verdict comes from the family's reference matcher, never from the case's label.
+- test tapes follow the public generator's recipe (`make_tests`): corner tapes, tapes built around
+  the pattern (matches, near misses, padded with up to 18 random symbols a side), random top-ups
+  to at least 3 accepted and 3 rejected, at most 35 tapes; every verdict comes from the family's
+  reference matcher. With our parameters (below) that gives 15-32 tapes per problem, up to 41
+  symbols (the hub problems carry 21-32; their shortest patterns are not known).
+- the criteria sentences and names use the public set's wording (`describe`).
+- the parameters are ours: substring / ordered patterns of length 1-6 (lengths 1-3 all 84
+  patterns; of the other 256, 86 of length 4 and 85 each of lengths 5 and 6); count problems ask
+  for minimum counts of 1-3 distinct colours adding up to at most 6: exactly the 194 such sets.
 
 Everything is a pure function of the seed: ids (`has-<family>-<n>`), patterns, tapes and the
 split are identical on every machine and Python version.
@@ -26,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
@@ -40,7 +38,7 @@ TRAIN_FRACTION = 0.85
 PATTERN_LENGTH_QUOTAS: dict[int, int] = {1: 4, 2: 16, 3: 64, 4: 86, 5: 85, 6: 85}
 MAX_COUNT_TOTAL = 6
 MAX_TAPE_LENGTH = 12
-TARGET_CASES = 20
+"""Longest random top-up tape (pattern tapes are longer)."""
 MAX_CASES = 35
 MIN_EACH_VERDICT = 3
 
@@ -115,21 +113,40 @@ def matcher(criterion: Criterion) -> Callable[[str], bool]:
 
 def describe(criterion: Criterion) -> tuple[str, str]:
     """(short name, criteria sentence) in the public data set's wording."""
+    p = criterion.pattern
     if criterion.family == "contains_substring":
-        p = criterion.pattern
         return (f"Contains '{p}'",
                 f"Accept if the tape contains the substring '{p}' (must be consecutive); reject otherwise.")
     if criterion.family == "contains_ordered":
-        p = criterion.pattern
-        return (f"Contains {', '.join(p)} in order",
-                f"Accept if the tape contains the subsequence '{p}' (does not have to be consecutive); "
+        return (f"Contains {p}",
+                f"Accept if the tape contains the subsequence {p} (does not have to be consecutive); "
                 f"reject otherwise.")
-    parts = [(c, n) for c, n in criterion.requirements]
-    name = "Need " + " and ".join(f"{n} {c}{'s' if n > 1 else ''}" for c, n in parts)
-    criteria = ("Accept if the tape has "
-                + " and ".join(f"at least {n} {c.lower()}{'s' if n > 1 else ''}" for c, n in parts)
+    parts = [(c, n, "s" if n > 1 else "") for c, n in criterion.requirements]
+    name = (f"At least {parts[0][1]} {parts[0][0]}{parts[0][2]}" if len(parts) == 1
+            else "Need " + " and ".join(f"{n} {c}{s}" for c, n, s in parts))
+    criteria = ("Accept if the tape has " + " and ".join(f"at least {n} {c.lower()}{s}" for c, n, s in parts)
                 + "; reject otherwise.")
     return name, criteria
+
+
+_SUBSTRING_SENTENCE = re.compile(r"the substring '([RBYG]+)' \(must be consecutive\)")
+_ORDERED_SENTENCE = re.compile(r"the subsequence '?([RBYG]+)'? \(does not have to be consecutive\)")
+_COUNT_SENTENCE = re.compile(r"Accept if the tape has ((?:at least \d+ [rbyg]s?(?: and )?)+); reject otherwise")
+_COUNT_PART = re.compile(r"at least (\d+) ([rbyg])s?")
+
+
+def criterion_from_sentence(criteria: str) -> Criterion | None:
+    """The criterion a criteria sentence in the public wording states (None for any other text),
+    so that loaded problems get a reference factory too."""
+    if match := _SUBSTRING_SENTENCE.search(criteria):
+        return Criterion("contains_substring", pattern=match.group(1))
+    if match := _ORDERED_SENTENCE.search(criteria):
+        return Criterion("contains_ordered", pattern=match.group(1))
+    if match := _COUNT_SENTENCE.search(criteria):
+        requirements = tuple((c.upper(), int(n)) for n, c in _COUNT_PART.findall(match.group(1)))
+        if len({c for c, _ in requirements}) == len(requirements):
+            return Criterion("contains_count", requirements=requirements)
+    return None
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -179,134 +196,158 @@ def family_criteria(family: str, size: int, rng: random.Random) -> list[Criterio
 
 
 # ----------------------------------------------------------------------------- test tapes
+#
+# The recipe of the RESD task's generator (facts read from it; the code is ours): a few corner
+# tapes, then tapes built around the pattern (matches and near misses, padded with random symbols
+# up to 18 on each side), then random tapes until at least 3 accepted and 3 rejected, at most 35.
 
-def _random_tape(rng: random.Random, low: int, high: int, colours: str = COLOURS) -> str:
-    if high < low or not colours:
-        return ""
-    return "".join(rng.choice(colours) for _ in range(rng.randint(low, high)))
+SHORT_PAD, MEDIUM_PAD, LONG_PAD = 3, 6, 9
+MEDIUM_RUN, LONG_RUN = 12, 18
+FIXED_CORNER_TAPES = ("RB", "BR", "RBR", "BRB", "RRB", "BBR", "")
+RANDOM_CORNER_TAPES = 5
+TOP_UP_ATTEMPTS = 50
 
 
-def _spread(rng: random.Random, pattern: str, budget: int) -> str:
-    """The pattern's symbols in order with random symbols between them (total length <= budget)."""
-    gaps = max(0, budget - len(pattern))
-    out = []
-    for symbol in pattern:
-        take = rng.randint(0, min(2, gaps))
-        gaps -= take
-        out.append(_random_tape(rng, take, take) + symbol)
+def _random_tape(rng: random.Random, length: int, colours: str = COLOURS) -> str:
+    return "".join(rng.choice(colours) for _ in range(length)) if colours else ""
+
+
+def _with_gaps(rng: random.Random, pattern: str, low: int = 1, high: int = 1) -> str:
+    """The pattern's symbols in order with `low`-`high` random symbols between neighbours."""
+    out = [pattern[:1]]
+    for symbol in pattern[1:]:
+        out.append(_random_tape(rng, rng.randint(low, high)) + symbol)
     return "".join(out)
 
 
-def _other(rng: random.Random, symbol: str) -> str:
-    return rng.choice([c for c in COLOURS if c != symbol])
+def _corner_tapes(rng: random.Random) -> list[str]:
+    short = ["", *COLOURS, *(a + b for a in COLOURS for b in COLOURS)]
+    corner = sorted({*(rng.choice(short) for _ in range(RANDOM_CORNER_TAPES)), *FIXED_CORNER_TAPES})
+    rng.shuffle(corner)
+    return ["", COLOURS[0], COLOURS[:2], *corner]
 
 
-def _sequence_cases(rng: random.Random, p: str, ordered: bool) -> list[tuple[str, str]]:
-    room = MAX_TAPE_LENGTH - len(p)
-    cases = [
-        (p, "exact pattern"),
-        (_random_tape(rng, 1, min(3, room)) + p, "pattern at the end"),
-        (p + _random_tape(rng, 1, min(3, room)), "pattern at the start"),
-        (_random_tape(rng, 1, room // 2) + p + _random_tape(rng, 1, room - room // 2), "pattern in the middle"),
-        (p + p, "pattern twice"),
-    ]
+def _substring_tapes(rng: random.Random, p: str) -> list[str]:
+    others = "".join(c for c in COLOURS if c not in p)
+    tapes = [p, p + _random_tape(rng, SHORT_PAD), _random_tape(rng, MEDIUM_PAD) + p,
+             _random_tape(rng, rng.randint(1, 3)) + p + _random_tape(rng, rng.randint(1, 3)),
+             p + _random_tape(rng, rng.randint(1, 3)) + p,
+             _random_tape(rng, rng.randint(3, 5)) + p + _random_tape(rng, rng.randint(3, 5))]
+    if len(p) >= 2 and len(set(p)) < len(p):
+        tapes.append(p + p[1:])  # overlapping occurrences
     if len(p) >= 2:
-        k = rng.randint(1, len(p) - 1)
-        i = rng.randrange(len(p))
-        j = rng.randrange(len(p))
-        cases += [
-            (p[::-1], "reversed pattern"),
-            (p[:k] + _other(rng, p[k]) + p[k:], "pattern interrupted by one symbol"),
-            (p[:i] + _other(rng, p[i]) + p[i + 1:], "one symbol of the pattern changed"),
-            (p[:j] + p[j + 1:], "pattern with one symbol missing"),
-            (_random_tape(rng, 0, 2) + p[:-1], "pattern without its last symbol"),
-        ]
-        if ordered:
-            a = rng.randrange(len(p) - 1)
-            swapped = p[:a] + p[a + 1] + p[a] + p[a + 2:]
-            cases += [(_spread(rng, p, MAX_TAPE_LENGTH), "pattern symbols spread out"),
-                      (swapped, "two neighbouring pattern symbols swapped")]
-    if ordered:
-        cases.append((_spread(rng, p, MAX_TAPE_LENGTH), "pattern symbols spread out"))
-    return cases
-
-
-def _count_cases(rng: random.Random, requirements: tuple[tuple[str, int], ...]) -> list[tuple[str, str]]:
-    needed = "".join(c * n for c, n in requirements)
-    others = "".join(c for c in COLOURS if c not in dict(requirements))
-
-    def shuffled(s: str) -> str:
-        chars = list(s)
-        rng.shuffle(chars)
-        return "".join(chars)
-
-    cases = [
-        (shuffled(needed), "exactly the required counts"),
-        (shuffled(needed + "".join(c * rng.randint(1, 2) for c, _ in requirements)), "more than required"),
-        (shuffled(needed + _random_tape(rng, 1, MAX_TAPE_LENGTH - len(needed))), "required counts plus padding"),
-    ]
+        tapes.append(_with_gaps(rng, p))
+    for cut in range(1, len(p)):  # a prefix of the pattern inside random symbols
+        pad = _random_tape(rng, rng.randint(3, 6))
+        tapes.append(pad + p[:cut] + pad)
+    if len(p) >= 2:
+        pad = _random_tape(rng, rng.randint(2, 4))
+        tapes.append(pad + p[::-1] + pad)
+    if len(p) >= 3:
+        shuffled = p[::-1] if len(set(p)) > 1 else p
+        if shuffled == p and len(set(p)) > 1:
+            shuffled = p[1] + p[0] + p[2:]
+        pad = _random_tape(rng, SHORT_PAD)
+        tapes += [pad + shuffled + pad, p[:len(p) // 2] + _random_tape(rng, 1) + p[len(p) // 2:]]
     if others:
-        cases.append((shuffled(needed + _random_tape(rng, 1, 3, others)), "required counts mixed with other colours"))
-        cases.append((_random_tape(rng, 3, 8, others), "none of the required colours"))
-    for colour, minimum in requirements:
-        short = needed.replace(colour, "", 1)
-        pad = _random_tape(rng, 0, 3, others) if others else ""
-        cases.append((shuffled(short + pad), f"one {colour} short of the required count"))
-    return cases
+        tapes.append(_random_tape(rng, MEDIUM_RUN, others))
+    if len(p) >= 2:
+        at = rng.randint(1, len(p) - 1)
+        pad = _random_tape(rng, SHORT_PAD)
+        tapes += [pad + p[:at] + _random_tape(rng, 1) + p[at:] + pad,
+                  _random_tape(rng, 2) + _with_gaps(rng, p) + _random_tape(rng, 2)]
+    return tapes
 
 
-def _planted_accept(rng: random.Random, criterion: Criterion) -> str:
-    if criterion.family == "contains_count":
-        needed = "".join(c * n for c, n in criterion.requirements)
-        chars = list(needed + _random_tape(rng, 0, MAX_TAPE_LENGTH - len(needed)))
+def _ordered_tapes(rng: random.Random, p: str) -> list[str]:
+    others = "".join(c for c in COLOURS if c not in p)
+    half = len(p) // 2
+    tapes = [p] + [p[:i + 1] + _random_tape(rng, 1) + p[i + 1:] for i in range(len(p) - 1)]
+    if len(p) >= 2:
+        tapes.append(_with_gaps(rng, p))
+    tapes += [p + _random_tape(rng, SHORT_PAD), _random_tape(rng, MEDIUM_PAD) + p]
+    if len(p) >= 2:
+        tapes += [_random_tape(rng, rng.randint(2, 4)) + _with_gaps(rng, p, 1, 3) + _random_tape(rng, rng.randint(2, 4)),
+                  p[:half] + _random_tape(rng, 1) + p[half:] + _random_tape(rng, 2) + p,
+                  p[1:], p[:-1]]
+    if len(p) > 2:
+        tapes.append(p[:half] + p[half + 1:])
+    if len(p) >= 2:
+        pad = _random_tape(rng, rng.randint(2, 5))
+        tapes.append(pad + p[::-1] + pad)
+    if len(p) >= 3:
+        pad = _random_tape(rng, SHORT_PAD)
+        tapes.append(pad + p[-1] + p[:-1] + pad)  # last symbol moved to the front
+        pad = _random_tape(rng, LONG_PAD)
+        tapes.append(pad + p[:-2] + p[-1] + pad)  # second-to-last symbol missing
+    if others:
+        tapes.append(_random_tape(rng, MEDIUM_RUN, others))
+    if len(p) >= 3:
+        pad = _random_tape(rng, LONG_RUN)
+        tapes.append(pad + p[:half] + p[half + 1:] + pad)  # a middle symbol missing, in a long tape
+    return tapes
+
+
+def _count_tapes(rng: random.Random, requirements: tuple[tuple[str, int], ...]) -> list[str]:
+    needed = dict(requirements)
+    others = "".join(c for c in COLOURS if c not in needed)
+    exact = "".join(c * n for c, n in requirements)
+
+    def shuffled(symbols: str) -> str:
+        chars = list(symbols)
         rng.shuffle(chars)
         return "".join(chars)
-    p = criterion.pattern
-    if criterion.family == "contains_ordered":
-        return _spread(rng, p, MAX_TAPE_LENGTH)
-    room = MAX_TAPE_LENGTH - len(p)
-    left = rng.randint(0, room)
-    return _random_tape(rng, 0, left) + p + _random_tape(rng, 0, room - left)
+
+    def one_short(which: int | None) -> str:
+        """Every requirement met except one symbol less of requirement `which` (None: of all)."""
+        return "".join(c * (n - 1 if (which is None or i == which) and n > 1 else n)
+                       for i, (c, n) in enumerate(requirements) if which is not None or n > 1)
+
+    tapes = [shuffled(exact), shuffled(exact + "".join(c * rng.randint(1, 2) for c, _ in requirements))]
+    if others:
+        tapes.append(shuffled(exact + _random_tape(rng, 3, others)))
+    more = "".join(c * (n + rng.randint(0, 2)) for c, n in requirements)
+    if others and MEDIUM_RUN > len(more):
+        more += _random_tape(rng, MEDIUM_RUN - len(more))
+    tapes.append(shuffled(more))
+    extra = "".join(rng.choice(requirements)[0] if rng.random() < 0.6 else rng.choice(COLOURS)
+                    for _ in range(max(0, LONG_RUN - len(exact))))
+    tapes.append(shuffled(exact + extra))
+    if len(requirements) > 1:
+        tapes.append(shuffled("".join(c * n for c, n in requirements[:-1]) + _random_tape(rng, 5, others)))
+    tapes.append(shuffled(one_short(0) + _random_tape(rng, 3, others)))
+    if others:
+        tapes.append(_random_tape(rng, MEDIUM_RUN, others))
+    all_short = one_short(None)
+    tapes.append(shuffled(all_short + _random_tape(rng, max(5, MEDIUM_RUN - len(all_short)), others)))
+    almost = one_short(0)
+    tapes.append(shuffled(almost + _random_tape(rng, max(0, LONG_RUN - len(almost)))))
+    return tapes
 
 
 def make_tests(criterion: Criterion, rng: random.Random) -> tuple[TestCase, ...]:
-    """Corner cases, pattern-specific cases and random tapes, each judged by the reference matcher."""
+    """Corner tapes, pattern tapes and random top-ups, each judged by the reference matcher."""
     accepts = matcher(criterion)
-    candidates: list[tuple[str, str]] = [("", "empty tape")] + [(c, f"single {c}") for c in COLOURS]
     if criterion.family == "contains_count":
-        candidates += _count_cases(rng, criterion.requirements)
+        specific = _count_tapes(rng, criterion.requirements)
+    elif criterion.family == "contains_ordered":
+        specific = _ordered_tapes(rng, criterion.pattern)
     else:
-        candidates += _sequence_cases(rng, criterion.pattern, ordered=criterion.family == "contains_ordered")
-
-    chosen: dict[str, str] = {}
-    for tape, why in candidates:
-        if len(tape) <= MAX_TAPE_LENGTH and tape not in chosen:
-            chosen[tape] = why
-    attempts = 0
-    while len(chosen) < TARGET_CASES and attempts < 1000:
-        attempts += 1
-        chosen.setdefault(_random_tape(rng, 1, MAX_TAPE_LENGTH), "random tape")
-
-    def verdict_count(value: bool) -> int:
-        return sum(accepts(t) == value for t in chosen)
-
-    # Guarantee both verdicts are well represented; planted tapes are still judged by the matcher.
-    attempts = 0
-    while verdict_count(True) < MIN_EACH_VERDICT and attempts < 1000:
-        attempts += 1
-        chosen.setdefault(_planted_accept(rng, criterion), "pattern planted in random symbols")
-    attempts = 0
-    while verdict_count(False) < MIN_EACH_VERDICT and attempts < 1000:
-        attempts += 1
-        tape = _random_tape(rng, 1, MAX_TAPE_LENGTH)
-        if not accepts(tape):
-            chosen.setdefault(tape, "random near miss")
-    while len(chosen) > MAX_CASES:  # drop random filler first, never the corner cases
-        victim = next((t for t, why in reversed(chosen.items()) if why == "random tape"), None)
-        if victim is None:
-            break
-        del chosen[victim]
-    return tuple(TestCase(tape, accepts(tape), why) for tape, why in chosen.items())
+        specific = _substring_tapes(rng, criterion.pattern)
+    tapes = list(dict.fromkeys(_corner_tapes(rng) + specific))
+    seen = set(tapes)
+    for wanted in (True, False):
+        have = sum(accepts(t) == wanted for t in tapes)
+        for attempt in range(TOP_UP_ATTEMPTS):
+            if have >= MIN_EACH_VERDICT:
+                break
+            longest = min(1 + attempt // 10 + 1, MAX_TAPE_LENGTH)
+            tape = _random_tape(rng, rng.randint(1, longest))
+            if tape not in seen and accepts(tape) == wanted:
+                seen.add(tape)
+                tapes.append(tape)
+                have += 1
+    return tuple(TestCase(t, accepts(t)) for t in tapes[:MAX_CASES])
 
 
 # ----------------------------------------------------------------------------- problems and split
