@@ -57,7 +57,7 @@ def _package_text(name: str) -> str:
 
 # --- records (the hub's schema) -----------------------------------------------------------------
 
-def test_assertion(t: float, expected: list[list[float]], tolerance: float = TOLERANCE) -> str:
+def assertion_text(t: float, expected: list[list[float]], tolerance: float = TOLERANCE) -> str:
     """One test in the hub's assert-string format."""
     positions = [[round(float(x), 2), round(float(y), 2)] for x, y in expected]
     return f"assert check_distance(predict_position({t:.2f}), {positions}) <= {tolerance}"
@@ -82,7 +82,7 @@ def scene_record(scene: Scene, truth: list[list[list[float]]], difficulty: Diffi
     """A generated scene as a hub record (plus `scene_config`, which the hub's formatter also reads)."""
     return {
         "messages": [{"role": "user", "content": scene_prompt(scene)}],
-        "ground_truth": [test_assertion(t, p) for t, p in zip(scene.timestamps, truth, strict=True)],
+        "ground_truth": [assertion_text(t, p) for t, p in zip(scene.timestamps, truth, strict=True)],
         "dataset": RECORD_DATASET,
         "id": f"G_{difficulty.level}_{index + 1}",
         "difficulty": difficulty.level,
