@@ -18,9 +18,8 @@ from resd.envs.bouncing.engine import checked_ground_truth, ground_truth, mean_d
 from resd.envs.bouncing.polygons import trajectory
 from resd.envs.bouncing.scene import (EASY, MEDIUM, MIN_START_DISTANCE, OBJECT_RADIUS, PLACEMENT_MARGIN, TIMESTAMPS,
                                       Body, Scene, draw_scene)
-from resd.envs.bouncingsim import (BouncingSimEasy, BouncingSimMedium, parse_assertion, record_task,
-                                   reference_program, scene_from_prompt, scene_record, assertion_text,
-                                   write_records)
+from resd.envs.bouncingsim import (BouncingSimEasy, BouncingSimMedium, assertion_text, main, parse_assertion,
+                                   record_task, reference_program, scene_from_prompt, scene_record, write_records)
 from resd.errors import UserError
 
 # A scene drawn by the official generator (MULTI_OBJ, easy, seed 1001) and positions its engine
@@ -154,6 +153,9 @@ def test_generated_records_have_the_hub_schema_and_read_back_from_files(tmp_path
         assert [(t.id, t.prompt, t.meta) for t in back.tasks(split)] == [(t.id, t.prompt, t.meta) for t in env.tasks(split)]
     capped = BouncingSimEasy(source="file", train_path=str(tmp_path / "train.jsonl"), train_size=1)
     assert capped.sizes() == {"train": 1, "test": 0}
+    # The export command writes the same records.
+    assert main([str(tmp_path / "cli"), "--train-size", "2", "--test-size", "1"]) == 0
+    assert (tmp_path / "cli" / "train.jsonl").read_text() == (tmp_path / "train.jsonl").read_text()
 
 
 def test_hub_records_without_a_scene_config_read_the_scene_from_the_prompt():

@@ -151,6 +151,15 @@ def record_task(record: dict[str, Any], task_id: str, split: str) -> Task:
                                     for m in messages], meta=meta)
 
 
+def generated_records(difficulty: Difficulty, split: str, seed: int, size: int) -> list[dict[str, Any]]:
+    """Records of our generator: scene i depends only on (difficulty, split, seed, i)."""
+    rows = []
+    for i in range(size):
+        scene, truth = draw_scene(difficulty, f"bouncingsim/{difficulty.name}/{split}/{seed}/{i}")
+        rows.append(scene_record(scene, truth, difficulty, i))
+    return rows
+
+
 def write_records(records: list[dict[str, Any]], path: str | Path) -> Path:
     """Write records as JSON Lines (what `source: file` reads back)."""
     path = Path(path)
@@ -234,10 +243,7 @@ class BouncingSim(Environment):
             raise UserError(f"split must be 'train' or 'test', got {split!r}")
         if split not in self._records:
             if self.source == "generated":
-                rows = []
-                for i in range(self._generated_size(split)):
-                    scene, truth = draw_scene(self.difficulty, f"bouncingsim/{self.difficulty.name}/{split}/{self.seed}/{i}")
-                    rows.append(scene_record(scene, truth, self.difficulty, i))
+                rows = generated_records(self.difficulty, split, self.seed, self._generated_size(split))
             elif self.source == "hf":
                 rows = load_records("hf", dataset=self.dataset, split=split)
             else:
@@ -368,3 +374,29 @@ class BouncingSimMedium(BouncingSim):
     difficulty: ClassVar[Difficulty] = MEDIUM
     default_train_size: ClassVar[int] = 320
     hub_dataset: ClassVar[str] = "bouncingsim/bouncingsim-MULTIOBJ-medium"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m resd.envs.bouncingsim OUT_DIR`: write generated records (train.jsonl, test.jsonl)
+    in the hub schema, for `source: file` on another machine or for inspection."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m resd.envs.bouncingsim", description=main.__doc__)
+    parser.add_argument("out_dir")
+    parser.add_argument("--difficulty", choices=["easy", "medium"], default="easy")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-size", type=int, default=None)
+    parser.add_argument("--test-size", type=int, default=None)
+    args = parser.parse_args(argv)
+    env_cls = BouncingSimEasy if args.difficulty == "easy" else BouncingSimMedium
+    sizes = {"train": args.train_size if args.train_size is not None else env_cls.default_train_size,
+             "test": args.test_size if args.test_size is not None else env_cls.default_test_size}
+    for split, size in sizes.items():
+        path = write_records(generated_records(env_cls.difficulty, split, args.seed, size),
+                             Path(args.out_dir) / f"{split}.jsonl")
+        print(f"{size} {split} records -> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
