@@ -153,9 +153,14 @@ def test_generated_records_have_the_hub_schema_and_read_back_from_files(tmp_path
         assert [(t.id, t.prompt, t.meta) for t in back.tasks(split)] == [(t.id, t.prompt, t.meta) for t in env.tasks(split)]
     capped = BouncingSimEasy(source="file", train_path=str(tmp_path / "train.jsonl"), train_size=1)
     assert capped.sizes() == {"train": 1, "test": 0}
-    # The export command writes the same records.
+    # The export command writes the same records, and `path` finds both splits in its folder.
     assert main([str(tmp_path / "cli"), "--train-size", "2", "--test-size", "1"]) == 0
     assert (tmp_path / "cli" / "train.jsonl").read_text() == (tmp_path / "train.jsonl").read_text()
+    folder = BouncingSimEasy(source="file", path=str(tmp_path / "cli"))
+    assert [t.meta for t in folder.tasks("test")] == [t.meta for t in env.tasks("test")]
+    (tmp_path / "cli" / "train-00001.jsonl").write_text((tmp_path / "train.jsonl").read_text())
+    with pytest.raises(UserError, match="several train record files"):
+        BouncingSimEasy(source="file", path=str(tmp_path / "cli"))
 
 
 def test_hub_records_without_a_scene_config_read_the_scene_from_the_prompt():
@@ -188,7 +193,7 @@ def test_record_tests_are_parsed_never_executed_or_unpickled():
         record_task({"messages": [{"role": "user", "content": "x"}], "ground_truth": pickled}, "p", "train")
     with pytest.raises(UserError, match="source"):
         BouncingSimEasy(source="s3")
-    with pytest.raises(UserError, match="train_path"):
+    with pytest.raises(UserError, match="needs `path`"):
         BouncingSimEasy(source="file")
 
 

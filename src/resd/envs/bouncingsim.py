@@ -8,8 +8,10 @@ come from one of three sources, all in that hub record schema (one `record_task`
 - "generated" (default): our own generator of official-style scenes (`resd.envs.bouncing.scene`)
   with ground truth from Box2D, the official engine (`resd.envs.bouncing.engine`);
 - "hf": the hub dataset itself (`dataset`, default the paper's one for the difficulty);
-- "file": the same records from a local export (`train_path`, `test_path`: .jsonl/.json/.parquet
-  files or folders of them), read through `resd.envs.records.load_records`.
+- "file": the same records from a local export, read through `resd.envs.records.load_records`:
+  `path`, a folder holding `train.jsonl` and `test.jsonl` (what `python -m resd.envs.bouncingsim`
+  writes; any `train*`/`test*` .jsonl/.json/.parquet file, or `train/` and `test/` folders, e.g. the
+  hub's `data/train-00000-of-00001.parquet`), or `train_path` / `test_path` given one by one.
 
 Candidate programs run in the OS sandbox (`resd.envs.sandbox`) through a small harness
 (`resd.envs.bouncing.harness`); verdicts and feedback come from `resd.envs.bouncing.judge`.
@@ -160,6 +162,25 @@ def generated_records(difficulty: Difficulty, split: str, seed: int, size: int) 
     return rows
 
 
+def split_path(root: str | None, split: str) -> str | None:
+    """The record file or folder of one split inside an export folder, or None."""
+    if not root:
+        return None
+    base = Path(root)
+    if not base.is_dir():
+        raise UserError(f"path {root!r} is not a folder (name one split's file with train_path / test_path)")
+    if (base / split).is_dir():
+        return str(base / split)
+    files = sorted(p for p in base.rglob(f"{split}*") if p.is_file() and p.suffix in (".jsonl", ".json", ".parquet")
+                   and (p.stem == split or p.stem.startswith(f"{split}-")))
+    if not files:
+        return None
+    if len(files) > 1:  # shards: load_records reads a whole folder, which may hold the other split too
+        raise UserError(f"{root}: several {split} record files ({', '.join(str(p) for p in files[:3])}); "
+                        f"put them in a folder of their own and name it with {split}_path")
+    return str(files[0])
+
+
 def write_records(records: list[dict[str, Any]], path: str | Path) -> Path:
     """Write records as JSON Lines (what `source: file` reads back)."""
     path = Path(path)
@@ -187,7 +208,9 @@ class BouncingSim(Environment):
 
     source:      "generated" (default), "hf" or "file" (see the module docstring).
     dataset:     hub dataset id for source "hf" (default: the paper's, bouncingsim/bouncingsim-MULTIOBJ-<level>).
-    train_path / test_path: record files or folders for source "file" (a split without one is empty).
+    path:        for source "file": a folder with the splits' record files (see the module docstring).
+    train_path / test_path: for source "file": one split's record file or folder (overrides `path`;
+                 a split with neither is empty).
     seed:        base seed of the generator; every scene depends only on (difficulty, split, seed, index).
     train_size:  number of training tasks (paper: 640 easy, 320 medium); for hub/file records, the
                  first train_size records (default: all).
@@ -206,14 +229,15 @@ class BouncingSim(Environment):
 
     def __init__(self, seed: int = 0, train_size: int | None = None, test_size: int | None = None,
                  reward_mode: str = "all", workers: int | None = None, sandbox: str | None = None,
-                 source: str = "generated", dataset: str | None = None, train_path: str | None = None,
-                 test_path: str | None = None) -> None:
+                 source: str = "generated", dataset: str | None = None, path: str | None = None,
+                 train_path: str | None = None, test_path: str | None = None) -> None:
         if reward_mode not in REWARD_MODES:
             raise UserError(f"reward_mode must be one of {', '.join(REWARD_MODES)}, got {reward_mode!r}")
         if source not in SOURCES:
             raise UserError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
-        if source == "file" and not (train_path or test_path):
-            raise UserError("source: file needs train_path and/or test_path (record files or folders)")
+        if source == "file" and not (path or train_path or test_path):
+            raise UserError("source: file needs `path` (a folder with train/test record files) or "
+                            "train_path / test_path")
         requested = {"train": train_size, "test": test_size}
         for split, size in requested.items():
             if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
@@ -223,7 +247,7 @@ class BouncingSim(Environment):
         self.seed = int(seed)
         self.source = source
         self.dataset = dataset or self.hub_dataset
-        self.paths = {"train": train_path, "test": test_path}
+        self.paths = {"train": train_path or split_path(path, "train"), "test": test_path or split_path(path, "test")}
         self.requested_sizes = requested
         self.reward_mode = reward_mode
         self.workers = workers or os.cpu_count() or 1
