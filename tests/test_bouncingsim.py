@@ -274,6 +274,31 @@ def test_official_verdicts_on_concrete_answers(official_task):
     assert "Test 1: Not run" in outcomes["numpy"].feedback and "only math may be imported" in outcomes["numpy"].feedback
 
 
+def test_wrong_physics_fails_where_the_official_verifier_fails_it():
+    """The official medium scene (seed 2002): how many of the 15 tests each wrong model passes there,
+    as the official verifier counted them, and the first wrong answer its feedback shows."""
+    env = BouncingSimMedium(train_size=0, test_size=0, workers=2)
+    task = record_task(scene_record(OFFICIAL_MEDIUM, ground_truth(OFFICIAL_MEDIUM), MEDIUM, 0), "official-medium", "test")
+    ref = reference_program(OFFICIAL_MEDIUM)
+    answers = {
+        "reference": (ref, 15),
+        "equal masses": (ref.replace("masses = [polygon_area(shape) for shape in shapes]",
+                                     "masses = [1.0 for shape in shapes]"), 9),
+        "every ball a hexagon": (ref.replace("shapes = [regular_polygon(s, object_radius) for s in sides]",
+                                             "shapes = [regular_polygon(6, object_radius) for s in sides]"), 7),
+        "no ball-ball contacts": (ref.replace("for j in range(i + 1, count):", "for j in range(0):"), 8),
+        "code only in the reasoning": ("<think>\n```python\n" + ref + "```\n</think>\nDone.", 15),
+        "last block is a stub": (ref + "```\nsketch:\n```python\ndef predict_position(t):\n    return []\n", 0),
+    }
+    completions = [a if a.startswith("<think>") else "```python\n" + a + "```" for a, _ in answers.values()]
+    for (name, (_, n_pass)), outcome in zip(answers.items(), env.score_many([task] * len(answers), completions)):
+        assert sum(outcome.passed) == n_pass, (name, outcome.feedback)
+        if 0 < n_pass < 15:
+            assert f"Test {n_pass + 1}: wrong answer" in outcome.feedback
+            assert f"earliest failing time t = {TIMESTAMPS[n_pass]:.2f} (test {n_pass + 1})" in outcome.feedback
+    assert "Test 1: Runtime error" in outcome.feedback  # the stub returns [] (no positions)
+
+
 def test_format_failures_and_timeouts(official_task):
     env = BouncingSimEasy(train_size=0, test_size=0)
     none = env.score(official_task, "The balls end up near the middle.")
