@@ -179,6 +179,10 @@ def test_hub_records_without_a_scene_config_read_the_scene_from_the_prompt():
     task = record_task(record, "hub-0", "train")
     assert task.prompt_text == lines and [t["t"] for t in task.meta["tests"]] == [0.5, 1.0, 1.5]
     assert BouncingSimEasy.scene(task) == Scene(container_sides=4, bodies=OFFICIAL_EASY.bodies, timestamps=(0.5, 1.0, 1.5))
+    # The official formatter's layout (prompt, reward_model.ground_truth as JSON, extra_info) reads the same.
+    formatted = {"prompt": record["messages"], "reward_model": {"style": "bouncingsim", "ground_truth": record["ground_truth"]},
+                 "extra_info": {"split": "train", "index": "G_1_1", "difficulty": 1, "axes": "G"}}
+    assert record_task(formatted, "hub-0", "train") == task
 
 
 def test_record_tests_are_parsed_never_executed_or_unpickled():

@@ -127,6 +127,8 @@ def record_task(record: dict[str, Any], task_id: str, split: str) -> Task:
     if not isinstance(messages, list) or not all(isinstance(m, dict) and "content" in m for m in messages):
         raise UserError(f"record {record.get('id')!r} has no chat `messages`")
     tests = record.get("ground_truth")
+    if tests is None and isinstance(record.get("reward_model"), dict):  # the official formatter's layout
+        tests = record["reward_model"].get("ground_truth")
     if isinstance(tests, str):  # the formatted (verl) parquet stores the list as JSON text
         try:
             tests = json.loads(tests)
@@ -146,8 +148,9 @@ def record_task(record: dict[str, Any], task_id: str, split: str) -> Task:
         scene = scene_from_prompt(str(messages[-1].get("content", "")), timestamps)
     if scene is not None and len(scene.bodies) != len(parsed[0]["expected"]):
         scene = None
-    meta = {"tests": parsed, "split": split, "record_id": str(record.get("id", "")),
-            "difficulty": record.get("difficulty"), "timestamps": list(timestamps),
+    info = record.get("extra_info") if isinstance(record.get("extra_info"), dict) else {}
+    meta = {"tests": parsed, "split": split, "record_id": str(record.get("id", info.get("index", ""))),
+            "difficulty": record.get("difficulty", info.get("difficulty")), "timestamps": list(timestamps),
             "scene": scene.to_config() if scene is not None else None}
     return Task(id=task_id, prompt=[{"role": str(m.get("role", "user")), "content": str(m["content"])}
                                     for m in messages], meta=meta)
