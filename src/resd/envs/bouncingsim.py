@@ -24,7 +24,6 @@ import json
 import os
 import re
 import secrets
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
@@ -257,7 +256,6 @@ class BouncingSim(Environment):
         self.sandbox = require(sandbox).mode
         self._tasks: dict[str, list[Task]] = {}
         self._records: dict[str, list[dict[str, Any]]] = {}
-        self._lock = threading.Lock()
 
     # --- tasks -------------------------------------------------------------------------------
     def _generated_size(self, split: str) -> int:
