@@ -1,2 +1,2 @@
-"""BouncingSim internals: scenes, the exact elastic model, the pymunk ground truth, the prompt,
-the sandbox harness and the judge. The environments themselves live in `resd.envs.bouncingsim`."""
+"""BouncingSim internals: scenes, the Box2D ground truth, the exact polygon reference solver, the
+prompt, the sandbox harness and the judge. The environments themselves live in `resd.envs.bouncingsim`."""

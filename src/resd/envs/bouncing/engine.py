@@ -1,97 +1,87 @@
-"""Ground truth for BouncingSim from a real 2-D physics engine (pymunk / Chipmunk2D).
+"""Ground truth for BouncingSim from Box2D, the rigid-body engine the official benchmark uses.
 
-The container is a loop of static segments; balls are dynamic circles of equal mass with
-elasticity 1 and friction 0 and no gravity. Positions are sampled at the scene's timestamps
-while stepping with a small fixed dt (see STEP_LADDER for how small).
+The world is set up as the official engine sets it up (facts read from horizon-llm/RESD,
+`ballsim_pkg/simulation`): no gravity; the container a kinematic body carrying a closed chain
+through its vertices, friction 0, restitution 1; each object a dynamic "bullet" body with fixed
+rotation and one polygon fixture, density 1, friction 0, restitution 1, created in the scene's
+order; steps of dt = 1/4000 s with 100 velocity and 100 position iterations. A timestamp t is
+read after stepping while the accumulated time (dt added once per step, in floating point) is
+below t, and positions are rounded to 2 decimals. With the same engine, the same set-up and the
+same arithmetic the positions are the official ones (measured: identical on every scene of the
+differential check, docs/environments.md).
+
+Why Box2D and not pymunk (resd's engine before): Box2D is the official engine, so the positions
+are the official ones to the last digit; pymunk 7.3.1 with the same shapes, masses and step was
+within 0.8 of them on 24 official scenes (docs/environments.md), close but not the same numbers.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
-import pymunk
+import Box2D
 
-from resd.envs.bouncing.elastic import trajectory
-from resd.envs.bouncing.scene import Scene
+from resd.envs.bouncing.scene import DENSITY, STEP_CHECK_TIMES, STEP_CHECK_TOLERANCE, Scene, polygon_offsets
 
-def simulate_pymunk(scene: Scene, dt: float) -> list[list[list[float]]]:
-    """Ball centres [[x, y], ...] at every timestamp of the scene, rounded to 2 decimals."""
-    space = pymunk.Space()
-    space.gravity = (0.0, 0.0)
-    space.damping = 1.0  # no velocity loss between steps
-    # Without this, Chipmunk lets overlapping contacts linger and pushes bodies apart slowly;
-    # elastic bounces should resolve on the step they are detected.
-    space.collision_slop = 0.0
-    static = space.static_body
-    n = len(scene.vertices)
-    for i in range(n):
-        wall = pymunk.Segment(static, scene.vertices[i], scene.vertices[(i + 1) % n], 0.0)
-        wall.elasticity = 1.0
-        wall.friction = 0.0
-        space.add(wall)
+GROUND_TRUTH_STEP = 1.0 / 4000
+"""The official ground-truth step."""
+CHECK_STEP = 1.0 / 3000
+"""The coarser step the official generator compares with, to reject step-size-sensitive scenes."""
+SOLVER_ITERATIONS = 100
+"""Velocity and position iterations per step (the official engine's)."""
+
+
+def _world(scene: Scene) -> tuple[Box2D.b2World, list[Box2D.b2Body]]:
+    world = Box2D.b2World(gravity=(0.0, 0.0), doSleep=True)
+    container = world.CreateKinematicBody(position=scene.container_center, angle=0.0)
+    container.CreateChainFixture(vertices_loop=polygon_offsets(scene.container_sides, scene.container_radius),
+                                 friction=0.0, restitution=1.0)
+    container.angularVelocity = 0.0
     bodies = []
-    for (x, y), (vx, vy) in zip(scene.positions, scene.velocities, strict=True):
-        body = pymunk.Body(1.0, pymunk.moment_for_circle(1.0, 0.0, scene.radius))
-        body.position = (x, y)
-        body.velocity = (vx, vy)
-        shape = pymunk.Circle(body, scene.radius)
-        shape.elasticity = 1.0
-        shape.friction = 0.0
-        space.add(body, shape)
+    for b in scene.bodies:
+        body = world.CreateDynamicBody(position=b.position, angularVelocity=0.0, linearVelocity=b.velocity)
+        body.bullet = True
+        body.fixedRotation = True
+        body.CreatePolygonFixture(vertices=polygon_offsets(b.sides, scene.object_radius), density=DENSITY,
+                                  restitution=1.0, friction=0.0)
         bodies.append(body)
-    out: list[list[list[float]]] = []
+    return world, bodies
+
+
+def simulate(scene: Scene, times: tuple[float, ...] | list[float], dt: float = GROUND_TRUTH_STEP
+             ) -> list[list[list[float]]]:
+    """Object centres [[x, y], ...] at each of the ascending `times`, rounded to 2 decimals."""
+    world, bodies = _world(scene)
     now = 0.0
-    for target in scene.timestamps:
-        # Whole steps up to the timestamp, then one partial step so the sample lands exactly on it.
-        while target - now > dt:
-            space.step(dt)
+    out = []
+    for target in times:
+        # Same stopping rule and the same running sum as stepping afresh for every timestamp.
+        while now < target:
+            world.Step(dt, SOLVER_ITERATIONS, SOLVER_ITERATIONS)
+            world.ClearForces()
             now += dt
-        if target - now > 1e-12:
-            space.step(target - now)
-            now = target
         out.append([[round(b.position.x, 2), round(b.position.y, 2)] for b in bodies])
     return out
 
 
-STEP_LADDER = (1.0 / 10_000, 1.0 / 40_000, 1.0 / 160_000)
-"""Engine steps tried in order, finest last. Chipmunk finds a contact only after the shapes
-overlap, so each collision is late by up to one step's travel; in a scene with several
-ball-ball collisions that error is amplified (measured: 4-5 balls at 600-800/s, dt = 1/2000
-leaves most medium scenes 50+ units off). Refining dt converges to the exact answer."""
-CONVERGED = 5.0
-"""A step size is accepted when the engine's trajectory is within this mean-ball distance of the
-exact event-driven solution at every timestamp (a tenth of the 50-unit test tolerance)."""
+def ground_truth(scene: Scene) -> list[list[list[float]]]:
+    """Engine positions at the scene's timestamps."""
+    return simulate(scene, scene.timestamps)
 
 
-@dataclass(frozen=True)
-class GroundTruth:
-    """Engine positions at each timestamp, with the step used and its distance to the exact model."""
-
-    positions: list[list[list[float]]]
-    dt: float
-    gap_to_exact: float
+def checked_ground_truth(scene: Scene) -> list[list[list[float]]] | None:
+    """Engine positions at the scene's timestamps, or None when the scene fails the official
+    generator's step-size check: dt = 1/3000 and dt = 1/4000 must agree within 15 units for every
+    object at t = 0.5, 1.0 and 1.5. One fine run serves both (the check times are read on the way)."""
+    times = sorted(set(scene.timestamps) | set(STEP_CHECK_TIMES))
+    fine = dict(zip(times, simulate(scene, times, GROUND_TRUTH_STEP), strict=True))
+    coarse = simulate(scene, STEP_CHECK_TIMES, CHECK_STEP)
+    for t, positions in zip(STEP_CHECK_TIMES, coarse, strict=True):
+        if any(math.dist(p, q) > STEP_CHECK_TOLERANCE for p, q in zip(positions, fine[t], strict=True)):
+            return None
+    return [fine[t] for t in scene.timestamps]
 
 
 def mean_distance(a: list[list[float]], b: list[list[float]]) -> float:
-    """Mean Euclidean distance between corresponding balls (the verifier's check_distance)."""
+    """Mean Euclidean distance between corresponding objects."""
     return sum(math.dist(p, q) for p, q in zip(a, b, strict=True)) / len(a)
-
-
-def ground_truth(scene: Scene) -> GroundTruth:
-    """pymunk positions at the scene's timestamps, at the coarsest step that has converged.
-
-    Convergence is judged against `elastic.trajectory`, the exact solution of the same elastic
-    model; if even the finest step has not converged, its positions are kept (and the gap is
-    reported) rather than substituting the exact model for the engine.
-    """
-    exact = trajectory(scene.vertices, scene.radius, scene.positions, scene.velocities, scene.timestamps)
-    result = None
-    for dt in STEP_LADDER:
-        engine = simulate_pymunk(scene, dt)
-        gap = max(mean_distance(e, x) for e, x in zip(engine, exact, strict=True))
-        result = GroundTruth(positions=engine, dt=dt, gap_to_exact=gap)
-        if gap <= CONVERGED:
-            break
-    assert result is not None
-    return result

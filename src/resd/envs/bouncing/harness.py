@@ -77,9 +77,10 @@ def _clean(value):
         raise BadReturn("predict_position(t) must return a list of [x, y] pairs, got %s" % type(value).__name__)
     pairs = []
     for item in value:
-        if not isinstance(item, (list, tuple)) or len(item) != 2:
+        # Like the official check, an entry's first two items are its x and y (extra ones are ignored).
+        if not isinstance(item, (list, tuple)) or len(item) < 2:
             raise BadReturn("each ball must be an [x, y] pair, got %.80r" % (item,))
-        if not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in item):
+        if not all(isinstance(c, (int, float)) for c in item[:2]):
             raise BadReturn("coordinates must be numbers, got %.80r" % (item,))
         x, y = float(item[0]), float(item[1])
         if not (math.isfinite(x) and math.isfinite(y)):

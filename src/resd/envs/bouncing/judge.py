@@ -1,7 +1,14 @@
-"""BouncingSim scoring as pure functions: find the program, refuse forbidden code, judge results.
+"""BouncingSim scoring as pure functions: find the program, refuse forbidden code, judge results,
+write feedback.
 
-Running the program is the environment's job (`resd.envs.bouncingsim`); everything here is
-deterministic and side-effect free, so it can be tested on hand-made harness results.
+The rules follow the official verifier (horizon-llm/RESD `feedback/bouncingsim.py`, read, not
+used): the program is the last fenced block of the whole completion; each timestamp is one test
+"mean distance between predicted and true centres, rounded to 3 decimals, <= 50"; feedback
+starts with the pass count, the pass/fail boundary in t and whether the error grows, then shows
+the first failing test that crashed or timed out alone, or else up to three wrong answers with
+every object's predicted and true position; it is empty when everything passes. Running the
+program is the environment's job (`resd.envs.bouncingsim`); everything here is deterministic and
+side-effect free, so it can be tested on hand-made harness results.
 """
 
 from __future__ import annotations
@@ -9,15 +16,11 @@ from __future__ import annotations
 import ast
 import json
 import math
-import re
 from dataclasses import dataclass
 from typing import Any
 
-from resd.envs.base import Outcome, clip_feedback
-from resd.envs.text import extract_python
-from resd.envs.bouncing.engine import mean_distance
-from resd.envs.bouncing.prompt import ALLOWED_IMPORTS, CALL_TIME_LIMIT, TOLERANCE
-from resd.envs.bouncing.scene import Scene, distance_to_walls
+from resd.envs.base import FEEDBACK_LIMIT, Outcome
+from resd.envs.bouncing.prompt import ALLOWED_IMPORTS, CALL_TIME_LIMIT
 
 # Built-ins that would give the program I/O or a way around the import rule.
 FORBIDDEN_CALLS = ("__import__", "open", "exec", "eval", "compile", "input", "breakpoint")
@@ -25,16 +28,31 @@ INTROSPECTION = frozenset({"f_back", "f_globals", "f_locals", "tb_frame", "gi_fr
                            "__subclasses__", "__traceback__", "__builtins__", "__code__", "__closure__"})
 """Names that reach the judge's own frames from inside the program (to forge a result). The
 program shares an interpreter with the harness, so this raises the bar; it is not a proof."""
-MAX_FAILURES_SHOWN = 3
-MAX_HINTS = 4
-PENETRATION_SLACK = 1.0
-"""How far (units) a predicted ball may poke into a wall or another ball before we call it a miss."""
+MAX_WRONG_SHOWN = 3
+"""Wrong answers shown in feedback (the official verifier's max_tests_to_show)."""
+GROWTH_FACTOR = 2.0
+"""The error "grows with time" when the last wrong answer's distance is over twice the first's."""
+MISSED_BOUNCE_FAR, MISSED_BOUNCE_NEAR = 100.0, 10.0
+"""A wrong answer with one object off by more than FAR and another within NEAR suggests that
+some objects missed a wall (the official verifier's hint rule)."""
+SHOWN_CHARS = 400
+"""Longest test description, error message or output line shown."""
+FENCE = "```"
 
 
 def extract_program(completion: str) -> str | None:
-    """The last closed ```python (or bare ```) block after the reasoning; None when there is none."""
-    program = extract_python(completion, allow_unclosed=False)
-    return program.strip("\n") if program is not None else None
+    """The program: the text of the last fenced block of the whole completion, the reasoning
+    included, fences paired from the left (the official verifier's rule). A leading `python`
+    tag is dropped; None when there is no closed block or it is blank."""
+    pieces = completion.split(FENCE)
+    enclosed = pieces[1:-1:2]  # between fences 1-2, 3-4, ...; an unpaired last fence closes nothing
+    if not enclosed:
+        return None
+    body = enclosed[-1]
+    if body.startswith("python"):
+        body = body[len("python"):]
+    body = body.strip()
+    return body or None
 
 
 def static_problems(program: str) -> str | None:
@@ -62,18 +80,12 @@ def static_problems(program: str) -> str | None:
                 else node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None)
         if name in INTROSPECTION:
             return f"the program uses {name!r} (line {node.lineno}); interpreter introspection is not allowed"
-    defines = any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == "predict_position"
-                  for n in tree.body) or any(
-        isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "predict_position" for t in n.targets)
-        for n in tree.body)
-    if not defines:
-        return "the program does not define predict_position(t) at the top level"
     return None
 
 
-def parse_results(payload: str, n_times: int, n_balls: int) -> list[dict[str, Any]] | None:
+def parse_results(payload: str, n_times: int, n_objects: int) -> list[dict[str, Any]] | None:
     """The harness's result line, checked: one {"status": ...} per timestamp and, for "ok", a
-    list of finite [x, y] pairs (a wrong count is the judge's to report, up to 4 x `n_balls`).
+    list of finite [x, y] pairs (a wrong count is the judge's to report, up to 4 x `n_objects`).
     None for anything else (the program may have printed a forged line); never raises."""
     try:
         parsed = json.loads(payload)
@@ -89,7 +101,7 @@ def parse_results(payload: str, n_times: int, n_balls: int) -> list[dict[str, An
             clean.append({"status": item["status"][:40], "message": str(item.get("message", ""))[:800]})
             continue
         value = item.get("value")
-        if not (isinstance(value, list) and len(value) <= 4 * n_balls and all(
+        if not (isinstance(value, list) and len(value) <= 4 * n_objects and all(
                 isinstance(p, list) and len(p) == 2 and all(
                     isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) for c in p)
                 for p in value)):
@@ -100,147 +112,140 @@ def parse_results(payload: str, n_times: int, n_balls: int) -> list[dict[str, An
 
 @dataclass(frozen=True)
 class Check:
-    """The verdict on one timestamp."""
+    """The verdict on one timestamp (one test)."""
 
     t: float
+    expected: tuple[tuple[float, float], ...]
+    tolerance: float
     passed: bool
     distance: float | None = None
-    """Mean distance over balls; None when there was no usable prediction."""
-    per_ball: tuple[float, ...] = ()
+    """Mean distance over objects, rounded to 3 decimals; None when there was no usable answer."""
     predicted: tuple[tuple[float, float], ...] = ()
     problem: str = ""
-    """Error, timeout or bad-return message when there was no usable prediction."""
+    """Why there is no usable answer: "error: ...", "timeout: ..." or "refused: ..."."""
+
+    @property
+    def crashed(self) -> bool:
+        return self.distance is None
 
 
-def check_timestamps(scene: Scene, truth: list[list[list[float]]], results: list[dict[str, Any]]) -> list[Check]:
-    """Compare each harness result with the ground truth (mean ball distance <= TOLERANCE)."""
+def check_distance(predicted: list[list[float]], expected: list[list[float]]) -> float:
+    """Mean Euclidean distance between corresponding objects, rounded to 3 decimals."""
+    return round(sum(math.dist(p, q) for p, q in zip(predicted, expected, strict=True)) / len(expected), 3)
+
+
+def check_tests(tests: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[Check]:
+    """Compare each harness result with its test's expected positions."""
     checks = []
-    n_balls = len(scene.positions)
-    for t, expected, result in zip(scene.timestamps, truth, results, strict=True):
+    for test, result in zip(tests, results, strict=True):
+        expected = tuple((float(x), float(y)) for x, y in test["expected"])
+        base = {"t": float(test["t"]), "expected": expected, "tolerance": float(test["tolerance"])}
         status = result.get("status")
         if status != "ok":
-            checks.append(Check(t=t, passed=False, problem=f"{status}: {result.get('message', '')}".strip()))
+            kind = "timeout" if status == "timeout" else "error"
+            checks.append(Check(**base, passed=False, problem=f"{kind}: {result.get('message', '')}".strip()))
             continue
         value = result["value"]
-        if len(value) != n_balls:
-            checks.append(Check(t=t, passed=False,
-                                problem=f"bad_return: returned {len(value)} positions, the scene has {n_balls} balls"))
+        if not value or len(value) != len(expected):
+            checks.append(Check(**base, passed=False, problem=(
+                f"error: predict_position returned {len(value)} positions for {len(expected)} balls")))
             continue
-        per_ball = tuple(round(math.dist(p, q), 3) for p, q in zip(value, expected, strict=True))
-        distance = round(mean_distance(value, expected), 3)  # rounded as the upstream verifier does
-        checks.append(Check(t=t, passed=distance <= TOLERANCE, distance=distance, per_ball=per_ball,
+        distance = check_distance(value, [list(p) for p in expected])
+        checks.append(Check(**base, passed=distance <= base["tolerance"], distance=distance,
                             predicted=tuple((p[0], p[1]) for p in value)))
     return checks
 
 
-def collision_hints(scene: Scene, check: Check) -> list[str]:
-    """Plain-language guesses at which collision a failing prediction missed."""
-    hints = []
-    r = scene.radius
-    for i, p in enumerate(check.predicted):
-        free = (scene.positions[i][0] + scene.velocities[i][0] * check.t,
-                scene.positions[i][1] + scene.velocities[i][1] * check.t)
-        depth = r - distance_to_walls(p, scene.vertices)
-        if math.dist(p, free) <= PENETRATION_SLACK and check.per_ball[i] > TOLERANCE:
-            hints.append(f"ball {i} moves as if it never collided with anything (t={check.t:.2f})")
-        elif depth > PENETRATION_SLACK:
-            where = "outside the container" if depth > r else f"{depth:.1f} units into a wall"
-            hints.append(f"ball {i} is predicted {where} at t={check.t:.2f}: a wall bounce was missed")
-    for i in range(len(check.predicted)):
-        for j in range(i + 1, len(check.predicted)):
-            gap = math.dist(check.predicted[i], check.predicted[j])
-            if gap < 2 * r - PENETRATION_SLACK:
-                hints.append(f"balls {i} and {j} overlap at t={check.t:.2f} ({gap:.1f} apart, less than two "
-                             f"radii): a ball-ball collision was missed")
-    return hints
+def refused_checks(tests: list[dict[str, Any]], reason: str) -> list[Check]:
+    """Every test failed with the same reason (the program was not run)."""
+    return [Check(t=float(test["t"]), expected=tuple((float(x), float(y)) for x, y in test["expected"]),
+                  tolerance=float(test["tolerance"]), passed=False, problem=f"refused: {reason}") for test in tests]
 
 
-def _trend(checks: list[Check]) -> str | None:
-    """Does the error grow with time? Judged on the timestamps that returned a prediction."""
-    measured = [(c.t, c.distance) for c in checks if c.distance is not None]
-    if len(measured) < 3:
-        return None
-    ts = [t for t, _ in measured]
-    ds = [d for _, d in measured]
-    mt, md = sum(ts) / len(ts), sum(ds) / len(ds)
-    st = math.sqrt(sum((t - mt) ** 2 for t in ts))
-    sd = math.sqrt(sum((d - md) ** 2 for d in ds))
-    corr = sum((t - mt) * (d - md) for t, d in measured) / (st * sd) if st > 0 and sd > 0 else 0.0
-    first, last = measured[0], measured[-1]
-    if corr > 0.5 and last[1] > first[1]:
-        return (f"The error grows with time (mean distance {first[1]:.1f} at t={first[0]:.2f}, "
-                f"{last[1]:.1f} at t={last[0]:.2f}): a small early mistake, or a missed bounce, compounds.")
-    if first[1] > TOLERANCE:
-        return (f"The error is already {first[1]:.1f} at the earliest time t={first[0]:.2f}: check the "
-                f"initial state, the units and the axis directions before the collision logic.")
-    return "The error does not grow steadily with time: it comes from particular collisions, not from drift."
+def _clip(text: str, limit: int = SHOWN_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _format_failure(check: Check) -> str:
-    if check.distance is None:
-        return f"- t={check.t:.2f}: {check.problem}"
-    balls = ", ".join(f"ball {i} {d:.1f}" for i, d in enumerate(check.per_ball))
-    return f"- t={check.t:.2f}: mean distance {check.distance:.1f} (per ball: {balls})"
+def _coords(p: tuple[float, float]) -> str:
+    return f"[{p[0]!r}, {p[1]!r}]"
 
 
-def _first_hints(scene: Scene, failing: list[Check]) -> list[str]:
-    """The earliest hint of each kind per ball (or pair), so a miss is named once, when it starts."""
-    seen: set[str] = set()
-    hints = []
-    for check in failing:
-        if check.distance is None:
-            continue
-        for hint in collision_hints(scene, check):
-            kind = re.sub(r" at t=[0-9.]+| \(t=[0-9.]+\)| \([0-9.]+ apart[^)]*\)|[0-9.]+ units into", "", hint)
-            if kind not in seen:
-                seen.add(kind)
-                hints.append(hint)
-    return hints[:MAX_HINTS]
+def _test_line(check: Check) -> str:
+    expected = "[" + ", ".join(_coords(p) for p in check.expected) + "]"
+    return _clip(f"mean distance of predict_position({check.t:.2f}) from {expected} must be <= {check.tolerance:g}")
 
 
-def feedback_text(scene: Scene, checks: list[Check]) -> str:
-    """Judge-style feedback: score, pass/fail boundary, trend, and the first failing timestamps."""
-    n = len(checks)
-    k = sum(c.passed for c in checks)
-    lines = [f"Passed {k}/{n} timestamps (a timestamp passes when the mean distance between your "
-             f"centres and the true ones is at most {TOLERANCE:g} units)."]
-    if k == n:
-        return lines[0]
-    failing = [c for c in checks if not c.passed]
-    first_fail = failing[0]
-    passed_before = [c for c in checks if c.passed and c.t < first_fail.t]
-    if passed_before:
-        lines.append(f"Correct up to t={passed_before[-1].t:.2f}; first failure at t={first_fail.t:.2f}.")
+def _summary(checks: list[Check], first_shown: int) -> list[str]:
+    """Pass count, where passing stops, and whether wrong answers get worse with time."""
+    passing = [c.t for c in checks if c.passed]
+    failing = [c.t for c in checks if not c.passed]
+    lines = [f"{len(passing)} of {len(checks)} tests passed."]
+    if passing and failing:
+        lines.append(f"Latest passing time t = {max(passing):.2f}; earliest failing time t = {min(failing):.2f} "
+                     f"(test {first_shown + 1}).")
+    wrong = sorted((c.t, c.distance) for c in checks if not c.passed and c.distance is not None)
+    if len(wrong) >= 2 and wrong[-1][1] > GROWTH_FACTOR * wrong[0][1]:
+        lines.append(f"The error grows with time (mean distance {wrong[0][1]:.0f} at t = {wrong[0][0]:.2f}, "
+                     f"{wrong[-1][1]:.0f} at t = {wrong[-1][0]:.2f}): contacts or bounces are probably "
+                     f"handled wrongly.")
+    return lines
+
+
+def _crash_block(index: int, check: Check) -> list[str]:
+    kind, _, message = check.problem.partition(": ")
+    if kind == "timeout":
+        title = "Time limit exceeded"
+        message = (f"predict_position({check.t:.2f}) did not return within {CALL_TIME_LIMIT:g} s ({message}); "
+                   f"look for a loop that never ends, e.g. in the contact handling.")
+    elif kind == "refused":
+        title = "Not run"
     else:
-        lines.append(f"Already wrong at the first timestamp, t={first_fail.t:.2f}.")
-    trend = _trend(checks)
-    if trend:
-        lines.append(trend)
-    timeouts = sum(c.problem.startswith("timeout") for c in checks)
-    if timeouts:
-        lines.append(f"{timeouts} call(s) timed out or were skipped after repeated timeouts: each call must "
-                     f"finish within {CALL_TIME_LIMIT:g} s (jump from collision to collision, or use a "
-                     f"coarser time step).")
-    lines.append(f"First failing timestamps ({min(MAX_FAILURES_SHOWN, len(failing))} of {len(failing)}):")
-    lines += [_format_failure(c) for c in failing[:MAX_FAILURES_SHOWN]]
-    hints = _first_hints(scene, failing)
-    if hints:
-        lines.append("Hints:")
-        lines += [f"- {h}" for h in hints]
-    return "\n".join(lines)
+        title = "Runtime error"
+    return [f"Test {index + 1}: {title}", _clip(message, 4 * SHOWN_CHARS), "", f"Input: t = {check.t:.2f}",
+            f"Test: {_test_line(check)}"]
 
 
-def refused(reason: str, kind: str, n_tests: int) -> Outcome:
-    """An Outcome for a program that was not run at all."""
-    return Outcome(reward=0.0, acc=0.0, feedback=clip_feedback(f"Passed 0/{n_tests} timestamps: {reason}."),
-                   passed=[False] * n_tests, details={"error": kind, "reason": reason})
+def _wrong_block(index: int, check: Check) -> list[str]:
+    assert check.distance is not None
+    lines = [f"Test {index + 1}: wrong answer",
+             f"mean distance {check.distance:.3f}, allowed {check.tolerance:g}", "", f"Input: t = {check.t:.2f}",
+             "Per ball:"]
+    offsets = [math.dist(p, q) for p, q in zip(check.predicted, check.expected, strict=True)]
+    for i, (p, q, d) in enumerate(zip(check.predicted, check.expected, offsets, strict=True), start=1):
+        lines.append(_clip(f"Ball {i}: {d:.1f} away (predicted {_coords(p)}, true {_coords(q)})"))
+    if max(offsets) > MISSED_BOUNCE_FAR and min(offsets) < MISSED_BOUNCE_NEAR:
+        lines += ["", "Hint: some balls are almost exactly right while others are far off, which usually means "
+                      "those balls went through a wall instead of bouncing. Test every ball against every "
+                      "container edge, and check that the contact point lies on the edge segment itself."]
+    return lines
 
 
-def outcome(scene: Scene, checks: list[Check], reward_mode: str) -> Outcome:
+def feedback_text(checks: list[Check]) -> str:
+    """Judge-style feedback ("" when every test passes), at most FEEDBACK_LIMIT characters."""
+    failing = [i for i, c in enumerate(checks) if not c.passed]
+    if not failing:
+        return ""
+    crashed = [i for i in failing if checks[i].crashed]
+    shown = crashed[:1] if crashed else failing[:MAX_WRONG_SHOWN]
+    lines = _summary(checks, shown[0]) + [""]
+    for i in shown:
+        lines += (_crash_block if checks[i].crashed else _wrong_block)(i, checks[i]) + [""]
+    return "\n".join(lines).rstrip()[:FEEDBACK_LIMIT]
+
+
+NO_PROGRAM_FEEDBACK = "No program found: put the complete program in a ```python ... ``` code block."
+
+
+def outcome(checks: list[Check], reward_mode: str) -> Outcome:
     passed = [c.passed for c in checks]
-    acc = sum(passed) / len(passed)
-    reward = acc if reward_mode == "fraction" else float(all(passed))
-    return Outcome(reward=reward, acc=acc, feedback=clip_feedback(feedback_text(scene, checks)), passed=passed,
-                   details={"distances": [c.distance for c in checks],
-                            "problems": [c.problem for c in checks],
-                            "timestamps": list(scene.timestamps)})
+    acc = sum(passed) / len(passed) if passed else 0.0
+    reward = acc if reward_mode == "fraction" else float(bool(passed) and all(passed))
+    return Outcome(reward=reward, acc=acc, feedback=feedback_text(checks), passed=passed,
+                   details={"distances": [c.distance for c in checks], "problems": [c.problem for c in checks],
+                            "timestamps": [c.t for c in checks]})
+
+
+def no_program(n_tests: int, reason: str = NO_PROGRAM_FEEDBACK) -> Outcome:
+    """An Outcome for a completion without a program (or one too long to parse)."""
+    return Outcome(reward=0.0, acc=0.0, feedback=reason, passed=[False] * n_tests,
+                   details={"error": "format", "reason": reason})
