@@ -241,7 +241,7 @@ def test_host_files_are_not_there(tmp_path):
                                                            or "IsADirectoryError" in r.stderr)
     r = bwrap("import os\nprint(sorted(os.listdir('/')))")
     assert r.ok and r.stdout.strip() == "['dev', 'lib', 'lib64', 'proc', 'usr', 'work']"
-    for module in ("resd", "pymunk", "torch"):
+    for module in ("resd", "Box2D", "torch"):  # host-side packages: the physics engine, the trainer
         assert "ModuleNotFoundError" in bwrap(f"import {module}").stderr
 
 
