@@ -138,3 +138,24 @@ def test_pg_coef_needs_groups():
 
     with pytest.raises(UserError, match="pg_coef"):
         load_config(method="resd", pg_coef=1.0)  # RESD samples one answer per prompt
+
+
+def test_identical_distilled_answers_to_one_prompt_are_two_terms():
+    """Items are matched to samples by index: two samples with the same tokens (a small model
+    often repeats itself) each keep their distillation term when the policy-gradient term joins."""
+    from resd.context import ScoredSample, TeacherContext
+    from resd.envs.base import Outcome, Task
+    from resd.train.update import distillation_items, with_policy_gradient
+
+    task = Task(id="t", prompt=[{"role": "user", "content": "q"}])
+    same = dict(text="a", prompt_ids=[1, 2], completion_ids=[3, 4], truncated=False)
+    samples = [ScoredSample(task, 0, outcome=Outcome(0.0, 0.0, "no"), **same),
+               ScoredSample(task, 0, outcome=Outcome(0.0, 0.0, "no"), **same),
+               ScoredSample(task, 0, "b", [1, 2], [5], False, Outcome(1.0, 1.0, ""))]
+    contexts = [TeacherContext(distill=True, feedback="no")] * 2 + [TeacherContext(distill=False)]
+    items = distillation_items(samples, contexts, [[9, 9], [9, 9], None], [1.0] * 3, 1.0)
+    combined = with_policy_gradient(items, samples, [-1 / 3, -1 / 3, 2 / 3])
+    distilled = [it for it in combined if any(it.mask)]
+    assert len(distilled) == 2
+    assert [it.sample for it in combined] == [0, 1, 2]
+    assert [it.advantage for it in combined] == pytest.approx([-1 / 3, -1 / 3, 2 / 3])

@@ -47,6 +47,8 @@ class UpdateItem:
     """Policy gradient: the sample's group-relative advantage A_i."""
     succeeded: bool = False
     """Whether the environment accepted the sample (signs the teacher advantage, see UpdateResult)."""
+    sample: int = -1
+    """The sample's index in the step's batch (how items are matched to samples, never by content)."""
 
 
 @dataclass
@@ -92,13 +94,13 @@ def distillation_items(samples: Sequence[Any], contexts: Sequence[Any], teacher_
     """One item per distilled sample with a response: its teacher prompt, weight, and the mask
     from its context's first distilled token on."""
     items = []
-    for s, c, teacher_ids, w in zip(samples, contexts, teacher_prompt_ids, weights, strict=True):
+    for i, (s, c, teacher_ids, w) in enumerate(zip(samples, contexts, teacher_prompt_ids, weights, strict=True)):
         if not c.distill or not s.completion_ids:
             continue
         mask = [float(m) for m in error_suffix_mask(len(s.completion_ids), c.distill_from)]
         items.append(UpdateItem(s.prompt_ids, s.completion_ids, mask, weight=float(w),
                                 teacher_prompt_ids=list(teacher_ids),
-                                succeeded=s.outcome.reward >= success_threshold))
+                                succeeded=s.outcome.reward >= success_threshold, sample=i))
     return items
 
 
@@ -106,18 +108,19 @@ def with_policy_gradient(items: list[UpdateItem], samples: Sequence[Any], advant
                          ) -> list[UpdateItem]:
     """dGRPO-style: every sample also carries its group advantage. Distilled items keep their
     teacher and mask; the other samples join with no distilled token (their teacher prompt is the
-    student's own, masked out) when their advantage is not 0."""
-    by_ids = {(tuple(it.prompt_ids), tuple(it.completion_ids)): it for it in items}
+    student's own, masked out) when their advantage is not 0. Items are matched to samples by
+    index: two identical answers to one prompt are two samples, each with its own term."""
+    by_index = {it.sample: it for it in items}
     out = []
-    for s, a in zip(samples, advantages, strict=True):
+    for i, (s, a) in enumerate(zip(samples, advantages, strict=True)):
         if not s.completion_ids:
             continue
-        item = by_ids.pop((tuple(s.prompt_ids), tuple(s.completion_ids)), None)
+        item = by_index.get(i)
         if item is not None:
             out.append(replace(item, advantage=float(a)))
         elif a != 0.0:
             out.append(UpdateItem(s.prompt_ids, s.completion_ids, [0.0] * len(s.completion_ids),
-                                  teacher_prompt_ids=list(s.prompt_ids), advantage=float(a)))
+                                  teacher_prompt_ids=list(s.prompt_ids), advantage=float(a), sample=i))
     return out
 
 
