@@ -3,21 +3,27 @@ SDPO+ss, RESD, ROSD) and each engine's own notes, through `engine.step`."""
 
 from __future__ import annotations
 
+import itertools
+
 from resd.context import (ContextConfig, ContextPolicy, ContextUpdater, FirstErrorContext, PeerContext,
-                          PlaybookContext, ScoredSample, TeacherSlots, teacher_messages, teacher_stats)
+                          PlaybookContext, TeacherSlots, teacher_messages, teacher_stats)
 from resd.envs import Outcome, Task
 from resd.models import tiny_model
+from resd.rollout import Sample
 
 SDPO = ContextPolicy(slots=TeacherSlots(previous_trial=False).restricted_to("sdpo"), use_peer_solution=True,
                      dont_reprompt_on_self_success=True, feedback_only_without_solution=True)
 RESD = ContextPolicy(slots=TeacherSlots().restricted_to("resd"))
 
 
-def sample(group: int, reward: float, text: str, feedback: str = "wrong", completion_ids=(3, 4)) -> ScoredSample:
+_INDEX = itertools.count()  # every sample a distinct index, as in a step's batch
+
+
+def sample(group: int, reward: float, text: str, feedback: str = "wrong", completion_ids=(3, 4)) -> Sample:
     task = Task(id=f"t{group}", prompt=[{"role": "system", "content": "be brief"},
                                         {"role": "user", "content": f"question {group}"}])
-    return ScoredSample(task, group, text, [1, 2], list(completion_ids), False,
-                        Outcome(reward=reward, acc=reward, feedback="" if reward else feedback))
+    return Sample(next(_INDEX), group, task, text, [1, 2], list(completion_ids), False,
+                  Outcome(reward=reward, acc=reward, feedback="" if reward else feedback), succeeded=reward >= 1.0)
 
 
 def user_turn(template, s, context) -> str:

@@ -8,15 +8,17 @@ import re
 
 import pytest
 
-from resd.context import ContextConfig, ContextSample, ContextUpdater
-from resd.envs.base import Outcome
+from resd.context import ContextConfig, ContextUpdater
+from resd.envs.base import Outcome, Task
 from resd.errors import UserError
+from resd.rollout import Sample
 
 
-def sample(example_id: str, ok: bool, response: str = "my answer", feedback: str = "2/5 tests passed") -> ContextSample:
-    return ContextSample(example_id=example_id, prompt=f"Solve problem {example_id}.", response=response,
-                         outcome=Outcome(reward=1.0 if ok else 0.0, acc=1.0 if ok else 0.4,
-                                         feedback="" if ok else feedback, passed=[ok]))
+def sample(example_id: str, ok: bool, response: str = "my answer", feedback: str = "2/5 tests passed") -> Sample:
+    task = Task(id=example_id, prompt=[{"role": "user", "content": f"Solve problem {example_id}."}])
+    return Sample(index=0, group=0, task=task, text=response, prompt_ids=[], completion_ids=[], truncated=False,
+                  outcome=Outcome(reward=1.0 if ok else 0.0, acc=1.0 if ok else 0.4,
+                                  feedback="" if ok else feedback, passed=[ok]), succeeded=ok)
 
 
 class FakeModel:

@@ -291,14 +291,14 @@ def test_token_level_ignores_minus_inf_outside_the_mask() -> None:
 
 
 def test_success_rate_weights_app_b() -> None:
-    w = success_rate_weights([1.0, 0.0, 0.0, 0.0])  # s = 0.25
+    w = success_rate_weights([True, False, False, False])  # s = 0.25
     # success (1-s)^1 = 0.75, failures s^1 = 0.25; mean of raw = 0.375.
     torch.testing.assert_close(w, torch.tensor([2.0, 2 / 3, 2 / 3, 2 / 3]))
     assert w.mean().item() == pytest.approx(1.0)
-    assert torch.equal(success_rate_weights([0.0, 0.0, 0.5]), torch.ones(3))  # s = 0
-    assert torch.equal(success_rate_weights([1.0, 1.0]), torch.ones(2))  # s = 1
-    w_thr = success_rate_weights([0.6, 0.4], threshold=0.5, a=2.0, b=1.0)  # s = 0.5
-    torch.testing.assert_close(w_thr, torch.tensor([0.25, 0.5]) / 0.375)
+    assert torch.equal(success_rate_weights([False, False, False]), torch.ones(3))  # s = 0
+    assert torch.equal(success_rate_weights([True, True]), torch.ones(2))  # s = 1
+    w_exp = success_rate_weights([True, False], a=2.0, b=1.0)  # s = 0.5
+    torch.testing.assert_close(w_exp, torch.tensor([0.25, 0.5]) / 0.375)
     assert success_rate_weights([]).numel() == 0
 
 

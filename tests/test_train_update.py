@@ -53,7 +53,7 @@ def test_rebalanced_and_rosd_masked_update_is_eq3_token_mean(tmp_path):
     policy, update = _update(tmp_path, "resd", distillation_alpha=0.5)
     tok = policy.tokenizer
     rewards = [1.0, 0.0, 0.0, 0.0, 1.0]
-    weights = success_rate_weights(rewards).tolist()  # s = 0.4: successes 0.6, failures 0.4, mean 1
+    weights = success_rate_weights([r >= 1.0 for r in rewards]).tolist()  # s = 0.4: successes 0.6, failures 0.4, mean 1
     assert weights[0] == pytest.approx(0.6 / 0.48) and weights[1] == pytest.approx(0.4 / 0.48)
     starts = [0, 2, 0, 4, 1]  # ROSD: distil from the quoted first error on
     items = [UpdateItem(tok(PROMPT.format(i=i))["input_ids"], c,
@@ -101,7 +101,7 @@ def test_grpo_update_is_the_on_policy_surrogate_with_group_advantages(tmp_path):
     items = [UpdateItem(prompt, list(range(10, 10 + n)), [1.0] * n, advantage=a) for n, a in zip(lengths, advantages)]
     before = [p.detach().clone() for p in policy.student.parameters()]
 
-    result = update.apply(items, n_tokens=sum(lengths))
+    result = update.apply(items, response_tokens=sum(lengths))
 
     assert result.loss == pytest.approx(-sum(a * n for a, n in zip(advantages, lengths)) / sum(lengths), abs=1e-6)
     assert result.distill_tokens == sum(lengths)
@@ -129,7 +129,7 @@ def test_a_policy_gradient_term_adds_to_the_distillation_loss(tmp_path):
     divergence = _divergence(policy, [distilled], alpha=1.0, topk=100)
     n = len(c0) + len(c1)
     expected = (float(divergence.sum()) + 0.5 * (-0.25 * len(c0) + 0.5 * len(c1))) / n
-    assert update.apply([distilled, reward_only], n_tokens=n).loss == pytest.approx(expected, rel=1e-5)
+    assert update.apply([distilled, reward_only], response_tokens=n).loss == pytest.approx(expected, rel=1e-5)
 
 
 def test_pg_coef_needs_groups():
@@ -143,19 +143,21 @@ def test_pg_coef_needs_groups():
 def test_identical_distilled_answers_to_one_prompt_are_two_terms():
     """Items are matched to samples by index: two samples with the same tokens (a small model
     often repeats itself) each keep their distillation term when the policy-gradient term joins."""
-    from resd.context import ScoredSample, TeacherContext
+    from resd.context import TeacherContext
     from resd.envs.base import Outcome, Task
-    from resd.train.update import distillation_items, with_policy_gradient
+    from resd.rollout import Sample
+    from resd.train.update import ItemSettings, update_items
 
+    _, tokenizer = tiny_model(seed=11)
     task = Task(id="t", prompt=[{"role": "user", "content": "q"}])
-    same = dict(text="a", prompt_ids=[1, 2], completion_ids=[3, 4], truncated=False)
-    samples = [ScoredSample(task, 0, outcome=Outcome(0.0, 0.0, "no"), **same),
-               ScoredSample(task, 0, outcome=Outcome(0.0, 0.0, "no"), **same),
-               ScoredSample(task, 0, "b", [1, 2], [5], False, Outcome(1.0, 1.0, ""))]
+    same = dict(group=0, task=task, text="a", prompt_ids=[1, 2], completion_ids=[3, 4], truncated=False,
+                outcome=Outcome(0.0, 0.0, "no"), succeeded=False)
+    samples = [Sample(0, **same), Sample(1, **same),
+               Sample(2, 0, task, "b", [1, 2], [5], False, Outcome(1.0, 1.0, ""), succeeded=True)]
     contexts = [TeacherContext(distill=True, feedback="no")] * 2 + [TeacherContext(distill=False)]
-    items = distillation_items(samples, contexts, [[9, 9], [9, 9], None], [1.0] * 3, 1.0)
-    combined = with_policy_gradient(items, samples, [-1 / 3, -1 / 3, 2 / 3])
-    distilled = [it for it in combined if any(it.mask)]
-    assert len(distilled) == 2
-    assert [it.sample for it in combined] == [0, 1, 2]
-    assert [it.advantage for it in combined] == pytest.approx([-1 / 3, -1 / 3, 2 / 3])
+    batch = update_items(samples, contexts, ItemSettings(advantages=True), tokenizer)
+    distilled = [it for it in batch.items if any(it.mask)]
+    assert len(distilled) == 2 and batch.stats["distill_samples"] == 2
+    assert [it.sample for it in batch.items] == [0, 1, 2]
+    assert [it.advantage for it in batch.items] == pytest.approx([-1 / 3, -1 / 3, 2 / 3])
+    assert batch.response_tokens == 5

@@ -257,25 +257,24 @@ def sampled_token_per_token(student_logp: torch.Tensor, teacher_logp: torch.Tens
 
 
 def success_rate_weights(
-    rewards: torch.Tensor | Sequence[float],
-    threshold: float = 1.0,
+    succeeded: torch.Tensor | Sequence[bool],
     a: float = 1.0,
     b: float = 1.0,
 ) -> torch.Tensor:
     """Success-rate rebalancing weights (paper App. B, Eq. 2).
 
-    With s the fraction of samples whose reward is >= ``threshold``: successes get
+    With s the fraction of samples that succeeded (`resd.rollout.Sample.succeeded`): successes get
     ``(1 - s)**a``, failures ``s**b``, then all weights are scaled to batch mean 1. When s is 0
     or 1 every weight is 1 (rebalancing would otherwise zero the only signal). Returns a float32
     tensor ``[B]`` (empty in, empty out).
     """
     if a < 0 or b < 0:
         raise UserError(f"rebalancing exponents a={a}, b={b} must be >= 0 (paper: a = b = 1)")
-    r = torch.as_tensor(rewards, dtype=torch.float64).detach().reshape(-1)
-    if r.numel() == 0:
+    success = torch.as_tensor(succeeded, dtype=torch.bool).detach().reshape(-1)
+    if success.numel() == 0:
         return torch.ones(0, dtype=torch.float32)
-    success = r >= threshold
-    s = success.double().mean().item()
+    r = success.double()
+    s = r.mean().item()
     if s == 0.0 or s == 1.0:
         return torch.ones(r.numel(), dtype=torch.float32)
     raw = torch.where(success, torch.full_like(r, (1.0 - s) ** a), torch.full_like(r, s**b))
@@ -386,6 +385,11 @@ class LossSettings:
     """GRPO: upper clip of the policy ratio (DAPO's clip-higher)."""
     pg_coef: float = 0.0
     """Distillation modes: weight of a GRPO term added per token (dGRPO-style); 0 = none."""
+    token_mean: Literal["distilled", "sampled"] = "distilled"
+    """The denominator of the token mean the update reduces per-token losses with (Eq. 3, as
+    TRL's `aggregate_loss` names its reductions): "distilled" = the tokens the loss masks in
+    (self-distillation); "sampled" = every sampled response token of the batch, including samples
+    of zero advantage (GRPO and pg_coef > 0: DAPO's token-level mean, TRL loss_type="dapo")."""
 
 
 def per_token_loss(

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from resd.context import (ContextEngine, ContextPolicy, ContextUpdater, FirstErrorContext, PeerContext,
+from resd.context import (SLOT_NAMES, ContextEngine, ContextPolicy, ContextUpdater, FirstErrorContext, PeerContext,
                           PlaybookContext, TeacherSlots)
 from resd.context.reflect import is_degenerate
 from resd.distill.losses import LossSettings
@@ -28,7 +28,7 @@ from resd.train.config import RESDConfig, save_config
 from resd.train.ranks import Ranks
 from resd.train.rundir import RunDir
 from resd.train.teacher import EMATeacher, trainable_parameters
-from resd.train.update import PolicyUpdate
+from resd.train.update import ItemSettings, PolicyUpdate
 
 _TRACKER_PACKAGES = {"tensorboard": "tensorboard==2.21.0", "wandb": "wandb", "trackio": "trackio"}
 
@@ -184,8 +184,7 @@ def build_context_engine(cfg: RESDConfig, policy: Policy, generator: Engine,
     if not cfg.distills:
         return None
     slots = (slots or cfg.teacher_slots).restricted_to(cfg.template)
-    rules = ContextPolicy(slots=slots, success_threshold=cfg.success_reward_threshold,
-                          use_peer_solution=cfg.use_peer_solution,
+    rules = ContextPolicy(slots=slots, use_peer_solution=cfg.use_peer_solution,
                           dont_reprompt_on_self_success=cfg.dont_reprompt_on_self_success,
                           feedback_only_without_solution=cfg.environment_feedback_only_without_solution)
     if cfg.context_engine == "peers":
@@ -195,16 +194,24 @@ def build_context_engine(cfg: RESDConfig, policy: Policy, generator: Engine,
                                  max_new_tokens=cfg.context.reflection_max_new_tokens)
     generate = generate_fn(generator, top_p=cfg.top_p, stop_when=is_degenerate)
     # Reflections feed both the reflection slot and the curator; the curator feeds the playbook.
-    updater = ContextUpdater(cfg.context, generate, seed=cfg.seed, success_threshold=cfg.success_reward_threshold,
-                             reflect=slots.reflection or slots.playbook, curate=slots.playbook)
+    updater = ContextUpdater(cfg.context, generate, seed=cfg.seed, reflect=slots.reflection or slots.playbook,
+                             curate=slots.playbook)
     return PlaybookContext(rules, updater)
+
+
+def item_settings(cfg: RESDConfig) -> ItemSettings:
+    """How the run turns samples and contexts into update items (`resd.train.update.update_items`)."""
+    return ItemSettings(template=cfg.template, max_teacher_prompt_length=cfg.max_teacher_prompt_length,
+                        rebalance=(cfg.rebalance_a, cfg.rebalance_b) if cfg.rebalance and cfg.distills else None,
+                        advantages=cfg.rewards_advantages, advantage_scale=cfg.grpo_scale_rewards)
 
 
 def build_update(cfg: RESDConfig, policy: Policy, accelerator: Any, ranks: Ranks) -> PolicyUpdate:
     loss = LossSettings(mode=cfg.distillation_mode if cfg.distills else "policy_gradient",
                         alpha=cfg.distillation_alpha, topk=cfg.distillation_topk, add_tail=cfg.distillation_add_tail,
                         ratio_min=cfg.ratio_min, ratio_max=cfg.ratio_max, eps_low=cfg.grpo_epsilon_low,
-                        eps_high=cfg.grpo_epsilon_high, pg_coef=cfg.pg_coef if cfg.distills else 0.0)
+                        eps_high=cfg.grpo_epsilon_high, pg_coef=cfg.pg_coef if cfg.distills else 0.0,
+                        token_mean="sampled" if cfg.rewards_advantages else "distilled")
     return PolicyUpdate(model=policy.model, student=policy.student, teacher=policy.teacher,
                         optimizer=policy.optimizer, scheduler=policy.scheduler, accelerator=accelerator, ranks=ranks,
                         loss=loss, pad_id=policy.pad_id, micro_batch_size=cfg.micro_batch_size,
@@ -239,6 +246,4 @@ def start_probe(cfg: RESDConfig, policy: Policy, env: Environment, run: RunDir, 
 
 def automatic_slots(helpful: list[str]) -> TeacherSlots:
     """`teacher_slots: auto`: the slots the probe found helpful, the others off."""
-    from resd.train.probe import SLOTS
-
-    return TeacherSlots(**{s: s in helpful for s in SLOTS})
+    return TeacherSlots(**{s: s in helpful for s in SLOT_NAMES})

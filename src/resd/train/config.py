@@ -230,6 +230,11 @@ class RESDConfig:
         """All methods but GRPO learn by self-distillation."""
         return self.method != "grpo"
 
+    @property
+    def rewards_advantages(self) -> bool:
+        """Every sample carries its group-relative advantage: GRPO, or distillation with pg_coef > 0."""
+        return not self.distills or self.pg_coef > 0
+
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML/JSON-safe values (tuples become lists)."""
         return json_safe(dataclasses.asdict(self))

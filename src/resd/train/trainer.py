@@ -45,23 +45,22 @@ from typing import Any, Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from resd.context import ContextStep, ScoredSample, fit_teacher_prompt, teacher_messages, teacher_stats
-from resd.distill.losses import group_advantages, success_rate_weights
+from resd.context import ContextStep
 from resd.errors import UserError
 from resd.eval.metrics import select_checkpoint
-from resd.eval.scoring import score_rollouts
 from resd.files import replace_dir_atomic, write_json_atomic
 from resd.generation import encode_prompts
 from resd.train.build import (automatic_slots, build_accelerator, build_context_engine, build_environment,
                               build_generator, build_policy, build_run_dir, build_stream, build_update,
-                              seed_everything, start_probe)
+                              item_settings, seed_everything, start_probe)
 from resd.train.checkpoint import find_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from resd.train.config import RESDConfig, config_from_dict, parse_yaml
 from resd.train.evaluation import EVAL_KEYS, evaluate_at
 from resd.train.health import HealthMonitor
 from resd.train.ranks import Ranks
 from resd.train.rundir import RunDir
-from resd.train.update import PhaseTimes, distillation_items, policy_gradient_items, with_policy_gradient
+from resd.rollout import Sample, in_batch_order, score_samples
+from resd.train.update import PhaseTimes, update_items
 
 
 CONTEXT_TOTALS = ("reflection_requests", "reflections", "reflections_unrelated", "reflection_parse_failures",
@@ -178,6 +177,7 @@ class RESDTrainer:
         self.engine = build_context_engine(cfg, self.policy, self.generator,
                                            automatic_slots(helpful) if auto else None)
         self.update = build_update(cfg, self.policy, self.acc, self.ranks)
+        self.item_settings = item_settings(cfg)
         self.state = RunState(data_order=[t.id for t in self.stream])
         if self.resume_from is not None:
             self._restore()
@@ -242,7 +242,7 @@ class RESDTrainer:
                     if self._out_of_steps():
                         break
                     record = self._iteration(self.batches[b], b, k)
-                    leave = k + 1 == cfg.inner_updates or self._no_more_gain(record["reward_mean"], k)
+                    leave = k + 1 == cfg.inner_updates or self._no_more_gain(record, k)
                     self._after_update(record, position=(b + 1, 0) if leave else (b, k + 1))
                     if leave:
                         break
@@ -276,14 +276,14 @@ class RESDTrainer:
     def _out_of_steps(self) -> bool:
         return self.cfg.max_steps is not None and self.state.step >= self.cfg.max_steps
 
-    def _no_more_gain(self, reward_mean: float, k: int) -> bool:
-        """Early stop (`early_stop`, after `min_updates`): every sample solved, or the batch's mean
-        reward did not improve on its best so far."""
+    def _no_more_gain(self, record: dict[str, Any], k: int) -> bool:
+        """Early stop (`early_stop`, after `min_updates`): every sample succeeded, or the batch's
+        mean reward did not improve on its best so far."""
         cfg, st = self.cfg, self.state
-        best = st.batch_best_reward
+        reward_mean, best = record["reward_mean"], st.batch_best_reward
         st.batch_best_reward = reward_mean if best is None else max(best, reward_mean)
         return cfg.early_stop and k + 1 >= cfg.min_updates and (
-            reward_mean >= 1.0 or (best is not None and reward_mean <= best))
+            record["success_rate"] == 1.0 or (best is not None and reward_mean <= best))
 
     def _count(self, record: dict[str, Any]) -> None:
         st = self.state
@@ -339,12 +339,11 @@ class RESDTrainer:
 
         samples = self._rollout_and_score(tasks, times)
         context = self._context_step(samples, times)
-        rewards = [s.outcome.reward for s in samples]
         record: dict[str, Any] = {
             "batch": batch_index, "iteration": iteration, "rollouts_this_step": len(samples),
-            "reward_mean": float(np.mean(rewards)),
+            "reward_mean": float(np.mean([s.outcome.reward for s in samples])),
             "acc_mean": float(np.mean([s.outcome.acc for s in samples])),
-            "success_rate": float(np.mean([r >= cfg.success_reward_threshold for r in rewards])),
+            "success_rate": float(np.mean([s.succeeded for s in samples])),
             "truncated_fraction": float(np.mean([s.truncated for s in samples])),
             "completion_tokens_mean": float(np.mean([len(s.completion_ids) for s in samples])),
             "judge_errors": sum("judge_error" in s.outcome.details for s in samples),
@@ -354,22 +353,12 @@ class RESDTrainer:
         # Teacher prompts, teacher forward, loss, one optimiser step (Alg. 1 lines 16-18).
         self.generator.sleep()  # vLLM on a GPU frees its KV cache while the trainer needs the memory
         self.update.times = PhaseTimes()
-        if context is not None:
-            items, stats = self._distillation_items(samples, context)
-            n_tokens = None
-            if cfg.pg_coef:  # both terms averaged over every sampled response token
-                adv = group_advantages([s.outcome.reward for s in samples], cfg.num_generations,
-                                       scale=cfg.grpo_scale_rewards).tolist()
-                items = with_policy_gradient(items, samples, adv)
-                n_tokens = sum(len(s.completion_ids) for s in samples)
-                stats["advantage_abs_mean"] = float(np.mean(np.abs(adv)))
-            result = self.update.apply(items, n_tokens)
-        else:
-            items, stats, n_tokens = self._policy_gradient_items(samples)
-            result = self.update.apply(items, n_tokens)
+        batch = update_items(samples, context.contexts if context is not None else None, self.item_settings,
+                             self.tokenizer)
+        result = self.update.apply(batch.items, batch.response_tokens)
+        record.update(batch.stats)
         times["teacher_forward"] = self.update.times.teacher_forward
         times["student_step"] = self.update.times.student_step
-        record.update(stats)
         record.update(result.metrics())
         context_stats = context.stats if context is not None else {}
         record["playbook_size"] = int(context_stats.get("context/playbook_size", 0))
@@ -385,9 +374,9 @@ class RESDTrainer:
         record["time/step"] = _now() - t_step
         return record
 
-    def _rollout_and_score(self, tasks: list, times: dict[str, float]) -> list[ScoredSample]:
+    def _rollout_and_score(self, tasks: list, times: dict[str, float]) -> list[Sample]:
         """This rank's share of the prompts, N samples each, scored; then every rank's samples,
-        ordered by prompt (the N samples of a prompt consecutive)."""
+        ordered by prompt (the N samples of a prompt consecutive) and numbered."""
         cfg = self.cfg
         t0 = _now()
         mine = self.ranks.share(list(range(len(tasks))))
@@ -398,13 +387,11 @@ class RESDTrainer:
         times["rollout"] = _now() - t0
 
         t0 = _now()
-        outcomes = score_rollouts(self.env, [tasks[i] for i in mine], rollouts)
-        local = [(i, ScoredSample(tasks[i], i, r.text, r.prompt_ids, r.completion_ids, r.truncated, outcome))
-                 for i, row, scored in zip(mine, rollouts, outcomes) for r, outcome in zip(row, scored)]
+        local = score_samples(self.env, [tasks[i] for i in mine], rollouts, cfg.success_reward_threshold, groups=mine)
         times["scoring"] = _now() - t0
-        return [s for _, s in sorted(self.ranks.gather(local), key=lambda pair: pair[0])]  # stable: group, then j
+        return in_batch_order(self.ranks.gather(local))
 
-    def _context_step(self, samples: list[ScoredSample], times: dict[str, float]) -> ContextStep | None:
+    def _context_step(self, samples: list[Sample], times: dict[str, float]) -> ContextStep | None:
         """The context engine's step on rank 0 (before the policy update, Alg. 1 lines 5-15); every
         rank takes its contexts and, for engines with memory, its state."""
         self._context_outputs: list[dict[str, Any]] = []
@@ -426,47 +413,6 @@ class RESDTrainer:
         times["reflection"] = result.stats.pop("time/reflection", 0.0)
         self._context_outputs = result.outputs
         return result
-
-    def _distillation_items(self, samples: list[ScoredSample], context: ContextStep) -> tuple[list, dict[str, Any]]:
-        """Each distilled sample's teacher prompt (fitted to the budget) and weight (App. B)."""
-        cfg = self.cfg
-        contexts = context.contexts
-        weights = (success_rate_weights([s.outcome.reward for s in samples], cfg.success_reward_threshold,
-                                        cfg.rebalance_a, cfg.rebalance_b).tolist()
-                   if cfg.rebalance else [1.0] * len(samples))
-        teacher_ids: list[list[int] | None] = []
-        truncated = 0
-        for s, c in zip(samples, contexts):
-            if not (c.distill and s.completion_ids):
-                teacher_ids.append(None)
-                continue
-            ids, fit = fit_teacher_prompt(self.tokenizer, teacher_messages(cfg.template, s.task.prompt, c),
-                                          cfg.max_teacher_prompt_length)
-            truncated += int(fit.get("teacher/truncated", 0))
-            teacher_ids.append(ids)
-        items = distillation_items(samples, contexts, teacher_ids, weights, cfg.success_reward_threshold)
-        lengths = [len(ids) for ids in teacher_ids if ids is not None]
-        stats = {
-            "distill_samples": len(items),
-            "distill_fraction": len(items) / max(1, len(samples)),
-            **teacher_stats(contexts),
-            "teacher/truncated": truncated,
-            "teacher/prompt_tokens_mean": float(np.mean(lengths)) if lengths else 0.0,
-        }
-        return items, stats
-
-    def _policy_gradient_items(self, samples: list[ScoredSample]) -> tuple[list, dict[str, Any], int]:
-        """GRPO: group-relative advantages (samples come N per prompt, consecutively). Samples with
-        a zero advantage add nothing to the gradient but their tokens count in the token mean."""
-        cfg = self.cfg
-        adv = group_advantages([s.outcome.reward for s in samples], cfg.num_generations,
-                               scale=cfg.grpo_scale_rewards).tolist()
-        items = policy_gradient_items(samples, adv)
-        n_tokens = sum(len(it.mask) for it in items)
-        active = [it for it in items if it.advantage != 0.0]
-        stats = {"advantage_abs_mean": float(np.mean(np.abs(adv))) if adv else 0.0,
-                 "distill_samples": len(active), "distill_fraction": len(active) / max(1, len(samples))}
-        return active, stats, n_tokens
 
     def _check_prompt_lengths(self, tasks: list) -> None:
         for task, ids in zip(tasks, encode_prompts(self.tokenizer, [t.prompt for t in tasks])):
