@@ -11,8 +11,7 @@ from resd.envs import Outcome, Task
 from resd.models import tiny_model
 from resd.rollout import Sample
 
-SDPO = ContextPolicy(slots=TeacherSlots(previous_trial=False).restricted_to("sdpo"), use_peer_solution=True,
-                     dont_reprompt_on_self_success=True, feedback_only_without_solution=True)
+SDPO = ContextPolicy(slots=TeacherSlots(previous_trial=False).restricted_to("sdpo"), dont_reprompt_on_self_success=True, feedback_only_without_solution=True)
 RESD = ContextPolicy(slots=TeacherSlots().restricted_to("resd"))
 
 

@@ -133,7 +133,7 @@ def test_solution_buffer_and_reflection_lifecycle():
     updater.update(2, [sample("a", ok=True, response="the winning answer")])
     assert updater.solution("a") == "the winning answer"
     assert updater.reflection("a") is None  # r = ∅ after a success (Alg. 1)
-    off, _ = make(ContextConfig(use_solution_buffer=False))
+    off = ContextUpdater(ContextConfig(), FakeModel(), seed=0, keep_solutions=False)
     off.update(1, [sample("a", ok=True)])
     assert off.solution("a") is None
 

@@ -13,7 +13,7 @@ from resd import report
 from resd.cli import main
 from resd.errors import UserError
 
-METRICS = report.EVAL_METRICS
+METRICS = report.METRIC_KEYS
 
 
 def write_run(root: Path, name: str, method: str, seed: int, evals: list[tuple[int, float, float, float, float]],

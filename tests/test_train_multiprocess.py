@@ -54,7 +54,7 @@ def _config(tmp_path: Path, **extra) -> Path:
     cfg = {"method": "resd", "env": "toyenv:LetterEnv", "env_options": {"train_size": 8, "test_size": 2},
            "model": "tiny-random", "batch_size": 4, "max_batches": 1,
            "inner_updates": 2, "max_completion_length": 8, "learning_rate": 1e-3, "warmup_steps": 0,
-           "micro_batch_size": 2, "progress": False, "max_teacher_prompt_length": 1024, "do_eval": False,
+           "micro_batch_size": 2, "progress": False, "max_teacher_prompt_length": 1024, "eval_every": 0,
            "context": {"reflection_max_new_tokens": 8, "curation_max_new_tokens": 8}, **extra}
     path = tmp_path / "mp.yaml"
     path.write_text(yaml.safe_dump(cfg))

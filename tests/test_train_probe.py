@@ -94,7 +94,7 @@ def test_auto_slots_probe_the_training_split_and_are_read_back_on_resume(tmp_pat
 
     cfg = load_config(method="resd", env="letters", model="tiny-random", teacher_slots="auto", probe_tasks=3,
                       probe_samples=3, batch_size=2, max_batches=1, inner_updates=1, max_completion_length=6,
-                      do_eval=False, progress=False, output_dir=str(tmp_path / "run"),
+                      eval_every=0, progress=False, output_dir=str(tmp_path / "run"),
                       context={"reflection_max_new_tokens": 6, "curation_max_new_tokens": 6})
     model, tok = tiny_model(seed=1)
     run = RESDTrainer(cfg, model=model, tokenizer=tok).train()

@@ -7,7 +7,10 @@ goes through these helpers, so a kill at any moment leaves something loadable be
   the target (`os.replace` is atomic on POSIX), fsync the folder so the rename survives a crash.
 * `replace_dir_atomic`: fill a temporary sibling folder, then swap it in. The previous folder is
   moved to `.NAME.old` first and deleted only once the new one is in place, so there is no
-  moment without a complete copy (a reader falls back to `.old`, see `complete_dir`).
+  moment without a complete copy (a reader falls back to `.old`, see `old_copy` and
+  `resd.train.checkpoint.find_checkpoint`).
+
+`read_jsonl` is the one reader of the JSON-lines logs these runs append to.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+from resd.errors import UserError
 
 
 def json_safe(value: Any) -> Any:
@@ -128,3 +133,35 @@ def replace_dir_atomic(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.replace(tmp, target)
     _fsync_dir(target.parent)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def read_jsonl(path: Path, *, missing_ok: bool = False, skip_damaged: bool = False) -> list[dict[str, Any]]:
+    """Read a JSON-lines log. A cut-off last line (run killed mid-write) is dropped; any other
+    bad line is an error naming the file and line, or is skipped with `skip_damaged` (a resumed
+    run keeps the lines after it). A missing file is an error, or no rows with `missing_ok`."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if missing_ok:
+            return []
+        raise UserError(f"{path} is missing: is {Path(path).parent} a run directory written by `resd train`?") from None
+    rows: list[dict[str, Any]] = []
+    lines = text.split("\n")
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            # Only the final line of a file without a trailing newline can be an interrupted write.
+            if number == len(lines) and not text.endswith("\n"):
+                break
+            if skip_damaged:
+                continue
+            raise UserError(f"{path}:{number} is not valid JSON ({exc.msg}); fix or delete that line") from None
+        if not isinstance(row, dict):
+            if skip_damaged:
+                continue
+            raise UserError(f"{path}:{number} should be a JSON object, got {type(row).__name__}")
+        rows.append(row)
+    return rows

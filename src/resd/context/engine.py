@@ -59,8 +59,6 @@ class ContextPolicy:
     slots: TeacherSlots = TeacherSlots()
     """Slots the teacher may read: the config's `teacher_slots`, restricted to those the
     teacher template has a place for."""
-    use_peer_solution: bool = True
-    """With N > 1, a successful response of the same group is the teacher's solution."""
     dont_reprompt_on_self_success: bool = False
     """Never show a sample its own success, nor distil a success without another solution (SDPO)."""
     feedback_only_without_solution: bool = False
@@ -105,7 +103,7 @@ class ContextEngine:
             return NOT_DISTILLED
 
         solution, source = None, ""
-        if slots.solution and p.use_peer_solution and len(group.samples) > 1:
+        if slots.solution and len(group.samples) > 1:
             peer = next((m for m in group.successes()
                          if m.index != s.index or not p.dont_reprompt_on_self_success), None)
             if peer is not None:

@@ -18,7 +18,7 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from resd.context.buffer import SolutionBuffer
 from resd.context.playbook import ConciseSchedule, Playbook
@@ -36,12 +36,9 @@ from resd.context.reflect import (
 from resd.envs.text import strip_reasoning
 from resd.errors import UserError
 from resd.files import write_json_atomic
+from resd.generation import GenerateFn, PromptLike
 from resd.rollout import Sample
 
-PromptLike = str | list[dict[str, str]]
-GenerateFn = Callable[[list[PromptLike], int, float], list[str]]
-"""generate(prompts, max_new_tokens, temperature) -> one completion per prompt (temperature 0 =
-greedy). `resd.engines.generate_fn(HFEngine(model, tokenizer))` builds one from a model."""
 
 SCOPES = ("global", "per_example")
 STAT_KEYS: tuple[str, ...] = tuple(f"context/{k}" for k in (
@@ -75,8 +72,6 @@ class ContextConfig:
     success_tagging: bool = True
     """Tag entries on successful responses too (App. G: "tagged ... on both failed and
     successful samples"); costs one extra batched generation when the playbook is non-empty."""
-    use_solution_buffer: bool = True
-    """Cache each example's latest successful response for the teacher (§3.3, the buffer B)."""
     buffer_size: int | None = 4096
     """Most examples the solution buffer holds (the oldest stored is evicted first)."""
     dedup_by_example: bool = True
@@ -93,6 +88,9 @@ class ContextConfig:
     """Task text shown to the reflector is cut in the middle beyond this many characters."""
     max_response_chars: int = 6000
     """Response text shown to the reflector is cut in the middle beyond this many characters."""
+    curation_max_prompt_chars: int = 2000
+    """Task text shown to the curator is cut in the middle beyond this many characters (shorter
+    than the reflector's: the curator turns a diagnosis into a rule and needs the task's gist)."""
     max_reflection_chars: int = 1500
     """Longest diagnosis kept (longer ones are cut at a word boundary)."""
     max_new_entries: int | None = 3
@@ -114,7 +112,7 @@ class ContextConfig:
         if self.playbook_scope not in SCOPES:
             raise UserError(f"playbook_scope must be one of {', '.join(SCOPES)} (got {self.playbook_scope!r})")
         for name in ("reflection_max_new_tokens", "curation_max_new_tokens", "max_prompt_chars",
-                     "max_response_chars", "max_reflection_chars", "max_entry_chars"):
+                     "max_response_chars", "curation_max_prompt_chars", "max_reflection_chars", "max_entry_chars"):
             if int(getattr(self, name)) < 1:
                 raise UserError(f"context.{name} must be >= 1 (got {getattr(self, name)})")
         if not 0.0 < self.duplicate_threshold <= 1.0:
@@ -134,15 +132,16 @@ class ContextConfig:
 class ContextUpdater:
     """Playbook(s), solution buffer and latest reflections, updated once per training step.
 
-    Samples arrive scored (`resd.rollout.Sample`, success decided there). `reflect=False` skips reflecting on failures and `curate=False` skips curation (the trainer turns them off
+    Samples arrive scored (`resd.rollout.Sample`, success decided there). `keep_solutions=False`
+    keeps no solution buffer (§3.3's B; off when the teacher reads no solution). `reflect=False` skips reflecting on failures and `curate=False` skips curation (the trainer turns them off
     when the teacher reads neither the reflection nor the playbook)."""
 
     def __init__(self, config: ContextConfig, generate: GenerateFn, *, seed: int = 0,
-                 reflect: bool = True, curate: bool = True) -> None:
+                 reflect: bool = True, curate: bool = True, keep_solutions: bool = True) -> None:
         self.config = config
         self.generate = generate
         self.seed = seed
-        self.reflect, self.curate = reflect, curate
+        self.reflect, self.curate, self.keep_solutions = reflect, curate, keep_solutions
         self.schedule = ConciseSchedule(method=config.concise_method, every=config.concise_every,
                                         max_entries=config.max_entries)
         self.buffer = SolutionBuffer(config.buffer_size)
@@ -177,7 +176,7 @@ class ContextUpdater:
 
     def solution(self, example_id: str) -> str | None:
         """The buffered successful response for this example, if any."""
-        return self.buffer.get(example_id) if self.config.use_solution_buffer else None
+        return self.buffer.get(example_id) if self.keep_solutions else None
 
     def playbook_size(self) -> float:
         """Entries in the global playbook, or the mean over per-example playbooks."""
@@ -207,7 +206,7 @@ class ContextUpdater:
         if cfg.concise_after_curation:
             stats["context/removed"] += len(self.schedule.enforce_limit(self.playbooks(), step=step,
                                                                         seed=self._seed(step)))
-        if cfg.use_solution_buffer:
+        if self.keep_solutions:
             for s in successes:
                 self.buffer.put(s.task.id, s.text, step=step, reward=s.outcome.reward)
 
@@ -320,7 +319,7 @@ class ContextUpdater:
             jobs = [(s, diagnosis, self.playbook(s.task.id)) for s, diagnosis in diagnoses]
             prompts: list[PromptLike] = [
                 build_curator_messages(s.task.prompt_text, diagnosis, book, template=cfg.curator_template,
-                                       sections=cfg.sections, max_prompt_chars=min(cfg.max_prompt_chars, 2000))
+                                       sections=cfg.sections, max_prompt_chars=cfg.curation_max_prompt_chars)
                 for s, diagnosis, book in jobs]
             outputs = self._call(prompts, cfg.curation_max_new_tokens, cfg.curation_temperature, stats)
             for (sample, diagnosis, book), text in zip(jobs, outputs):

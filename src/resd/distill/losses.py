@@ -327,21 +327,16 @@ def group_advantages(
     return advantages.reshape(-1)
 
 
-def policy_gradient_per_token(
-    logp: torch.Tensor,
-    old_logp: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    eps_low: float = 0.2,
-    eps_high: float = 0.28,
-) -> torch.Tensor:
-    """Clipped-surrogate policy gradient of the GRPO baseline (PPO / DAPO clip-higher), per token.
+def policy_gradient_per_token(logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The on-policy policy gradient of the GRPO baseline, per token: ``-ratio * A`` with
+    ``ratio = exp(logp - logp.detach())``, zero outside the mask.
 
-    ``ratio = exp(logp - old_logp)``; per token ``-min(ratio * A, clip(ratio, 1-eps_low,
-    1+eps_high) * A)``, zero outside the mask. ``advantages`` is ``[B]`` (one per sample,
-    broadcast over tokens) or ``[B, T]``.
+    The ratio's value is 1 and its gradient is ``grad log p``, so the gradient is REINFORCE's
+    ``-A grad log p``. No PPO/DAPO clip: every inner iteration re-generates before its one
+    optimiser step, so the samples always come from the current policy and the ratio never leaves
+    1 (nanochat's `chat_rl` drops the clip for the same reason); a clip range would change
+    nothing. ``advantages`` is ``[B]`` (one per sample, broadcast over tokens) or ``[B, T]``.
     """
-    _check_same_batch("old_logp", old_logp, logp.shape)
     _check_same_batch("mask", mask, logp.shape)
     dtype = _math_dtype(logp.dtype)
     m = mask.to(dtype)
@@ -352,11 +347,10 @@ def policy_gradient_per_token(
         adv = adv[:, None].expand_as(m)
     else:
         _check_same_batch("advantages", adv, logp.shape)
-    log_ratio = torch.where(m > 0, logp.to(dtype) - old_logp.detach().to(dtype), torch.zeros_like(m))
-    ratio = log_ratio.clamp(-20.0, 20.0).exp()
-    unclipped = ratio * adv
-    clipped = ratio.clamp(1.0 - eps_low, 1.0 + eps_high) * adv
-    return -torch.minimum(unclipped, clipped) * m
+    # Padding may carry -inf log-probs: keep it out of the arithmetic.
+    safe = torch.where(m > 0, logp.to(dtype), torch.zeros_like(m))
+    ratio = torch.exp(safe - safe.detach())
+    return -(ratio * adv) * m
 
 
 LossMode = Literal["topk_logits", "full_logits", "sampled_token", "policy_gradient"]
@@ -379,10 +373,6 @@ class LossSettings:
     """eps_min of the ratio clip (paper: 0.2)."""
     ratio_max: float | None = None
     """eps_max of the ratio clip (paper: none; Manufactoria 5)."""
-    eps_low: float = 0.2
-    """GRPO: lower clip of the policy ratio."""
-    eps_high: float = 0.28
-    """GRPO: upper clip of the policy ratio (DAPO's clip-higher)."""
     pg_coef: float = 0.0
     """Distillation modes: weight of a GRPO term added per token (dGRPO-style); 0 = none."""
     token_mean: Literal["distilled", "sampled"] = "distilled"
@@ -417,8 +407,7 @@ def per_token_loss(
         if advantages is None:
             raise UserError("the policy-gradient loss needs one advantage per sample")
         logp = sequence_logprobs(student_logits, completion_ids)
-        return policy_gradient_per_token(logp, logp.detach(), advantages, on,
-                                         eps_low=settings.eps_low, eps_high=settings.eps_high)
+        return policy_gradient_per_token(logp, advantages, on)
 
     if mode == "policy_gradient":
         return policy_gradient(mask)

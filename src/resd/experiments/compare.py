@@ -112,7 +112,7 @@ def check_same_stream(configs: list[Any]) -> None:
     Only keys that define the data stream and the evaluation are compared; method presets may
     differ in everything else (group size, teacher, loss).
     """
-    keys = ("env", "env_options", "model", "batch_size", "shuffle", "train_limit", "max_batches", "max_steps",
+    keys = ("env", "env_options", "model", "batch_size", "shuffle", "max_batches", "max_steps",
             "inner_updates", "eval_every", "eval_k", "eval_limit", "eval_at_start", "max_completion_length")
     by_seed: dict[int, Any] = {}
     for cfg in configs:

@@ -90,12 +90,12 @@ def build_environment(cfg: RESDConfig) -> Environment:
     return get(cfg.env, **cfg.env_options)
 
 
-def stream_order(task_ids: list[str], *, seed: int, shuffle: bool, limit: int | None) -> list[int]:
+def stream_order(task_ids: list[str], *, seed: int, shuffle: bool) -> list[int]:
     """Indices of the training tasks in the order of the single pass."""
     order = list(range(len(task_ids)))
     if shuffle:
         random.Random(seed).shuffle(order)
-    return order[:limit] if limit is not None else order
+    return order
 
 
 def build_stream(env: Environment, cfg: RESDConfig) -> tuple[list[Task], list[list[Task]]]:
@@ -104,7 +104,7 @@ def build_stream(env: Environment, cfg: RESDConfig) -> tuple[list[Task], list[li
     tasks = env.tasks("train")
     if not tasks:
         raise UserError(f"environment {cfg.env!r} has no training tasks")
-    order = stream_order([t.id for t in tasks], seed=cfg.seed, shuffle=cfg.shuffle, limit=cfg.train_limit)
+    order = stream_order([t.id for t in tasks], seed=cfg.seed, shuffle=cfg.shuffle)
     stream = [tasks[i] for i in order]
     batches = [stream[i:i + cfg.batch_size] for i in range(0, len(stream), cfg.batch_size)]
     if cfg.max_batches is not None:
@@ -184,8 +184,7 @@ def build_context_engine(cfg: RESDConfig, policy: Policy, generator: Engine,
     if not cfg.distills:
         return None
     slots = (slots or cfg.teacher_slots).restricted_to(cfg.template)
-    rules = ContextPolicy(slots=slots, use_peer_solution=cfg.use_peer_solution,
-                          dont_reprompt_on_self_success=cfg.dont_reprompt_on_self_success,
+    rules = ContextPolicy(slots=slots, dont_reprompt_on_self_success=cfg.dont_reprompt_on_self_success,
                           feedback_only_without_solution=cfg.environment_feedback_only_without_solution)
     if cfg.context_engine == "peers":
         return PeerContext(rules)
@@ -195,7 +194,7 @@ def build_context_engine(cfg: RESDConfig, policy: Policy, generator: Engine,
     generate = generate_fn(generator, top_p=cfg.top_p, stop_when=is_degenerate)
     # Reflections feed both the reflection slot and the curator; the curator feeds the playbook.
     updater = ContextUpdater(cfg.context, generate, seed=cfg.seed, reflect=slots.reflection or slots.playbook,
-                             curate=slots.playbook)
+                             curate=slots.playbook, keep_solutions=slots.solution)
     return PlaybookContext(rules, updater)
 
 
@@ -209,8 +208,7 @@ def item_settings(cfg: RESDConfig) -> ItemSettings:
 def build_update(cfg: RESDConfig, policy: Policy, accelerator: Any, ranks: Ranks) -> PolicyUpdate:
     loss = LossSettings(mode=cfg.distillation_mode if cfg.distills else "policy_gradient",
                         alpha=cfg.distillation_alpha, topk=cfg.distillation_topk, add_tail=cfg.distillation_add_tail,
-                        ratio_min=cfg.ratio_min, ratio_max=cfg.ratio_max, eps_low=cfg.grpo_epsilon_low,
-                        eps_high=cfg.grpo_epsilon_high, pg_coef=cfg.pg_coef if cfg.distills else 0.0,
+                        ratio_min=cfg.ratio_min, ratio_max=cfg.ratio_max, pg_coef=cfg.pg_coef if cfg.distills else 0.0,
                         token_mean="sampled" if cfg.rewards_advantages else "distilled")
     return PolicyUpdate(model=policy.model, student=policy.student, teacher=policy.teacher,
                         optimizer=policy.optimizer, scheduler=policy.scheduler, accelerator=accelerator, ranks=ranks,

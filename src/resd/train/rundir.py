@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from resd.files import json_safe, write_json_atomic, write_text_atomic
+from resd.files import json_safe, read_jsonl, write_json_atomic, write_text_atomic
 
 
 class RunDir:
@@ -101,29 +101,12 @@ class RunDir:
         write_json_atomic(self.summary, summary)
 
     # resume -----------------------------------------------------------------------------------------
-    @staticmethod
-    def read_jsonl(path: Path) -> list[dict[str, Any]]:
-        if not path.exists():
-            return []
-        rows = []
-        for line in path.read_text().splitlines():
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a kill (or damaged): drop it, keep the lines after it
-            if isinstance(row, dict):
-                rows.append(row)
-        return rows
-
     def truncate_after(self, step: int) -> None:
         """Drop log lines and snapshots from steps after the checkpoint (they will be redone)."""
         for path in (self.metrics, self.evals, self.context_log):
             if not path.exists():
                 continue
-            rows = [r for r in self.read_jsonl(path) if isinstance(r.get("step", 0), (int, float))
+            rows = [r for r in read_jsonl(path, missing_ok=True, skip_damaged=True) if isinstance(r.get("step", 0), (int, float))
                     and r.get("step", 0) <= step]
             write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
         for snap in self.playbooks.glob("step_*.json"):

@@ -6,6 +6,8 @@
             score     reward, acc, feedback         line 4           (env.score_many)
             context   concise / reflect / curate,   lines 5-15       (resd.context engine: one call)
                       buffer; a TeacherContext per sample
+            items     teacher prompts, weights,     lines 15-16      (resd.train.update.update_items)
+                      masks, advantages
             update    teacher forward, loss,        lines 16-18      (resd.train.update)
                       one AdamW step
             EMA       theta_T <- (1 - eta) theta_T + eta theta        line 19
@@ -21,10 +23,12 @@ Departures from the paper's text, each deliberate:
   and no importance weight is needed.
 
 GRPO runs in this same loop (same stream, K, lr, batch): group-relative advantages without std
-scaling (Dr. GRPO, as the SDPO repository's baseline) and the clipped surrogate with clip-higher
-(eps 0.2 / 0.28), token mean. With num_iterations=1 its objective equals TRL GRPOTrainer's with
-loss_type="dapo", beta=0; we do not drive `trl.GRPOTrainer` because it owns its data loader and
-cannot follow a one-pass stream with K re-generations per batch.
+scaling (Dr. GRPO, as the SDPO repository's baseline) and the on-policy policy gradient, token
+mean over every sampled token. Each update is on-policy, so the PPO ratio is 1 and a clip range
+would change nothing (`resd.distill.losses.policy_gradient_per_token`). With num_iterations=1 its
+objective equals TRL GRPOTrainer's with loss_type="dapo", beta=0; we do not drive
+`trl.GRPOTrainer` because it owns its data loader and cannot follow a one-pass stream with K
+re-generations per batch.
 
 With several processes the rollouts are sharded over ranks and gathered, rank 0 runs the context
 engine and every rank takes its answer, and the update is split over ranks (resd.train.ranks).
@@ -47,7 +51,7 @@ from tqdm.auto import tqdm
 
 from resd.context import ContextStep
 from resd.errors import UserError
-from resd.eval.metrics import select_checkpoint
+from resd.eval.metrics import METRIC_KEYS, select_checkpoint
 from resd.files import replace_dir_atomic, write_json_atomic
 from resd.generation import encode_prompts
 from resd.train.build import (automatic_slots, build_accelerator, build_context_engine, build_environment,
@@ -55,7 +59,7 @@ from resd.train.build import (automatic_slots, build_accelerator, build_context_
                               item_settings, seed_everything, start_probe)
 from resd.train.checkpoint import find_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from resd.train.config import RESDConfig, config_from_dict, parse_yaml
-from resd.train.evaluation import EVAL_KEYS, evaluate_at
+from resd.train.evaluation import evaluate_at
 from resd.train.health import HealthMonitor
 from resd.train.ranks import Ranks
 from resd.train.rundir import RunDir
@@ -427,16 +431,16 @@ class RESDTrainer:
     def _evaluate_and_keep(self, step: int) -> None:
         """Evaluate on the test split (main process), log it, and keep the weights for selection."""
         cfg, st = self.cfg, self.state
-        if not cfg.do_eval or any(int(e["step"]) == step for e in st.eval_history):
+        if not cfg.evaluates or any(int(e["step"]) == step for e in st.eval_history):
             return
         if self.main:
             result = evaluate_at(cfg, step, self.student, self.tokenizer, self.env, self.generator)
-            row = {"step": step, "rollouts": st.rollouts, **{k: float(result[k]) for k in EVAL_KEYS},
+            row = {"step": step, "rollouts": st.rollouts, **{k: float(result[k]) for k in METRIC_KEYS},
                    "k": int(result.get("k", cfg.eval_k)), "n_tasks": int(result.get("n_tasks", 0))}
             self.run.log_eval(row)
             self._save_weights(self.run.eval_weights(step))
             if cfg.report_to:
-                self.acc.log({f"eval/{k}": row[k] for k in EVAL_KEYS}, step=step)
+                self.acc.log({f"eval/{k}": row[k] for k in METRIC_KEYS}, step=step)
             st.eval_history.append(row)
             self.policy.model.train()
         st.eval_history = self.ranks.from_main(st.eval_history)
@@ -466,7 +470,7 @@ class RESDTrainer:
                                    "rollouts": self.state.rollouts, "run_dir": str(self.run.root),
                                    "selected_step": None, "selected": None, "final": None}
         if history:
-            index = select_checkpoint([{k: e[k] for k in EVAL_KEYS} for e in history])
+            index = select_checkpoint([{k: e[k] for k in METRIC_KEYS} for e in history])
             chosen = history[index]
             summary.update(selected_step=int(chosen["step"]), selected=chosen, final=history[-1])
             source = self.run.eval_weights(int(chosen["step"]))
