@@ -172,7 +172,7 @@ def test_training_on_vllm_syncs_every_update_and_resumes_exactly(tmp_path, vllm_
     _train(["--config", str(config), "--output-dir", str(full)], vllm_env)
     rows = [json.loads(line) for line in (full / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
-    assert all(r["time/weight_sync"] > 0 for r in rows if r["distill_tokens"] > 0)
+    assert all(r["time/weight_sync"] > 0 for r in rows if r["loss_tokens"] > 0)
     # the same run stopped after 2 updates and resumed gives the same metrics
     _train(["--config", str(config), "--output-dir", str(part), "max_steps=2"], vllm_env)
     saved = yaml.safe_load((part / "config.yaml").read_text())

@@ -44,7 +44,7 @@ def test_every_method_runs_and_writes_the_run_directory(tmp_path, method):
     n = 1 if method == "resd" else (2 if method == "grpo" else 3)
     assert [m["rollouts"] for m in metrics] == [2 * n, 4 * n, 6 * n, 8 * n]
     for m in metrics:
-        for key in ("loss", "reward_mean", "success_rate", "playbook_size", "distill_tokens", "time/rollout",
+        for key in ("loss", "reward_mean", "success_rate", "playbook_size", "loss_tokens", "time/rollout",
                     "time/scoring", "time/reflection", "time/curation", "time/teacher_forward",
                     "time/student_step", "time/step"):
             assert key in m, key
@@ -63,7 +63,7 @@ def test_every_method_runs_and_writes_the_run_directory(tmp_path, method):
         assert sorted(p.name for p in (run / "playbooks").iterdir()) == [f"step_{i:06d}.json" for i in range(1, 5)]
     # Seeded, so deterministic: every method met both successes and failures and updated the weights.
     assert 0 < sum(m["success_rate"] for m in metrics) < len(metrics)
-    assert any(m["distill_tokens"] > 0 for m in metrics)
+    assert any(m["loss_tokens"] > 0 for m in metrics)
     assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())
 
 
@@ -151,7 +151,7 @@ def test_public_step_runs_one_iteration_on_given_tasks(tmp_path):
     task = LetterEnv().tasks("test")[0]
     record = trainer.step([task, task])
     assert record["step"] == 1 and record["rollouts"] == 2
-    assert trainer.engine is not None and trainer.state.step == 1
+    assert trainer.context_engine is not None and trainer.state.step == 1
     assert trainer.step([task])["step"] == 2
 
 

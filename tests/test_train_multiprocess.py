@@ -43,7 +43,7 @@ with torch.no_grad():
 out = update.apply(items)
 if ranks.main:
     weights = torch.cat([p.detach().flatten() for p in policy.student.parameters()])
-    print("RESULT " + json.dumps({"loss": out.loss, "tokens": out.distill_tokens, "grad_norm": out.grad_norm,
+    print("RESULT " + json.dumps({"loss": out.loss, "tokens": out.loss_tokens, "grad_norm": out.grad_norm,
                                    "weights": weights[:2000].tolist()}), flush=True)
 from resd.train.trainer import finish_distributed
 finish_distributed()

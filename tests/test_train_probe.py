@@ -106,5 +106,5 @@ def test_auto_slots_probe_the_training_split_and_are_read_back_on_resume(tmp_pat
     # the engine reads exactly the slots the probe found helpful
     trainer = RESDTrainer.from_run_dir(run)
     trainer.setup()
-    assert trainer.engine.policy.slots.on() == [s for s in SLOT_NAMES if s in probe["helpful_slots"]]
+    assert trainer.context_engine.policy.slots.on() == [s for s in SLOT_NAMES if s in probe["helpful_slots"]]
     assert "resd: probe:" not in capsys.readouterr().err  # read back, not probed again

@@ -70,23 +70,38 @@ def test_rebalanced_and_rosd_masked_update_is_eq3_token_mean(tmp_path):
 
     result = update.apply(items)
 
-    assert result.updated and result.distill_tokens == int(mask.sum())
+    assert result.updated and result.loss_tokens == int(mask.sum())
     assert result.loss == pytest.approx(expected, rel=1e-5)
     assert any(not torch.equal(b, p) for b, p in zip(before, policy.student.parameters()))
 
 
 def test_tokens_before_the_first_error_get_no_gradient(tmp_path):
-    """A masked-out prefix changes nothing: the loss and update equal those of the same items
-    whose prefix tokens carry a different teacher (only the suffix is ever compared)."""
+    """ROSD's mask: the student's distributions at the tokens before the first error receive
+    exactly zero gradient from the update, those after it a non-zero one; the loss is the token
+    mean over the suffix."""
     policy, update = _update(tmp_path, "resd")
     tok = policy.tokenizer
     (c,) = _completions(1)
     item = UpdateItem(tok(PROMPT.format(i=0))["input_ids"], c, [0.0, 0.0] + [1.0] * (len(c) - 2),
                       teacher_prompt_ids=tok(TEACHER.format(i=0))["input_ids"])
     per_token = _divergence(policy, [item], alpha=1.0, topk=100)
-    expected = float(per_token[0, 2:].sum() / (len(c) - 2))
     assert float(per_token[0, :2].sum()) > 0  # the prefix would have contributed
-    assert update.apply([item]).loss == pytest.approx(expected, rel=1e-5)
+    student_logits = []
+
+    def keep_grad(module, inputs, output):
+        if output.logits.requires_grad:  # the student's forward (the teacher's runs without grad)
+            output.logits.retain_grad()
+            student_logits.append(output.logits)
+
+    hook = policy.student.register_forward_hook(keep_grad)
+    try:
+        result = update.apply([item])
+    finally:
+        hook.remove()
+    (logits,) = student_logits
+    grad = logits.grad[0, :len(c)].abs().sum(-1)  # row t: the distribution of response token t
+    assert torch.all(grad[:2] == 0) and torch.all(grad[2:] > 0)
+    assert result.loss == pytest.approx(float(per_token[0, 2:].sum() / (len(c) - 2)), rel=1e-5)
 
 
 def test_grpo_update_is_the_on_policy_surrogate_with_group_advantages(tmp_path):
@@ -104,7 +119,7 @@ def test_grpo_update_is_the_on_policy_surrogate_with_group_advantages(tmp_path):
     result = update.apply(items, response_tokens=sum(lengths))
 
     assert result.loss == pytest.approx(-sum(a * n for a, n in zip(advantages, lengths)) / sum(lengths), abs=1e-6)
-    assert result.distill_tokens == sum(lengths)
+    assert result.loss_tokens == sum(lengths)
     assert any(not torch.equal(b, p) for b, p in zip(before, policy.student.parameters()))
 
 
@@ -112,7 +127,7 @@ def test_an_update_without_tokens_takes_no_step(tmp_path):
     policy, update = _update(tmp_path, "sdpo")
     before = [p.detach().clone() for p in policy.student.parameters()]
     result = update.apply([])
-    assert not result.updated and result.loss == 0.0 and result.distill_tokens == 0
+    assert not result.updated and result.loss == 0.0 and result.loss_tokens == 0
     assert all(torch.equal(b, p) for b, p in zip(before, policy.student.parameters()))
 
 
@@ -157,7 +172,7 @@ def test_identical_distilled_answers_to_one_prompt_are_two_terms():
     contexts = [TeacherContext(distill=True, feedback="no")] * 2 + [TeacherContext(distill=False)]
     batch = update_items(samples, contexts, ItemSettings(advantages=True), tokenizer)
     distilled = [it for it in batch.items if any(it.mask)]
-    assert len(distilled) == 2 and batch.stats["distill_samples"] == 2
+    assert len(distilled) == 2 and batch.stats["signal_samples"] == 2
     assert [it.sample for it in batch.items] == [0, 1, 2]
     assert [it.advantage for it in batch.items] == pytest.approx([-1 / 3, -1 / 3, 2 / 3])
     assert batch.response_tokens == 5

@@ -454,6 +454,15 @@ def _integer_x(ax) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
+def _per_step(ax, ylabel: str) -> None:
+    """A per-training-step panel's axes, grid and legend."""
+    _integer_x(ax)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
 def _draw(ax, curve: Curve, color, label: str, style: str = "-") -> None:
     if not curve.x:
         return
@@ -485,11 +494,7 @@ def plot_loss(groups: dict[str, list[Run]], path: Path) -> Path:
     fig, (ax,) = _figure(1, width=6.0)
     for color, (label, runs) in zip(_colors(len(groups)), groups.items()):
         _draw(ax, metric_curve(runs, "loss"), color, label)
-    _integer_x(ax)
-    ax.set_xlabel("training step")
-    ax.set_ylabel("loss (token mean)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _per_step(ax, "loss (token mean)")
     fig.savefig(path, dpi=110)
     return path
 
@@ -498,7 +503,7 @@ HEALTH: tuple[tuple[str, str], ...] = (
     ("health/teacher_advantage", "teacher advantage (nats/token, > 0 is good)"),
     ("health/entropy", "student entropy on its samples (nats/token)"),
     ("grad_norm", "gradient norm"),
-    ("distill_fraction", "share of samples with a learning signal"),
+    ("signal_fraction", "share of samples with a learning signal"),
 )
 """The training-health signals plotted per step (resd.train.health explains the warnings)."""
 
@@ -534,12 +539,8 @@ def plot_latency(groups: dict[str, list[Run]], path: Path) -> Path:
     colors = _colors(len(groups))
     for color, (label, runs) in zip(colors, groups.items()):
         _draw(ax_line, metric_curve(runs, "time/step"), color, label)
-    _integer_x(ax_line)
-    ax_line.set_xlabel("training step")
-    ax_line.set_ylabel("time per step (s)")
+    _per_step(ax_line, "time per step (s)")
     ax_line.set_ylim(bottom=0)
-    ax_line.grid(alpha=0.3)
-    ax_line.legend(fontsize=8)
 
     parts = [*PHASES, "other"]
     part_colors = _colors(len(parts))

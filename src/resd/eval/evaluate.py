@@ -132,29 +132,10 @@ def run_evaluation(
     )
 
 
-def evaluate(
-    model: Any,
-    tokenizer: Any,
-    env: Environment,
-    *,
-    k: int = 4,
-    limit: int | None = None,
-    batch_size: int = 8,
-    max_new_tokens: int = 512,
-    temperature: float = 1.0,
-    top_p: float = 0.95,
-    seed: int | None = 0,
-    system_prompt: str | None = None,
-    prompt_transform: PromptTransform | None = None,
-    engine: Any = None,
-) -> dict[str, Any]:
+def evaluate(model: Any, tokenizer: Any, env: Environment, **options: Any) -> dict[str, Any]:
     """The paper's four test metrics as fractions: `per_task_mean@k`, `per_task_best@k`,
-    `per_case_mean@k`, `per_case_best@k`, plus `k` and `n_tasks`."""
-    return run_evaluation(
-        model, tokenizer, env, k=k, limit=limit, batch_size=batch_size, max_new_tokens=max_new_tokens,
-        temperature=temperature, top_p=top_p, seed=seed, system_prompt=system_prompt,
-        prompt_transform=prompt_transform, engine=engine,
-    ).metrics
+    `per_case_mean@k`, `per_case_best@k`, plus `k` and `n_tasks` (`options` as `run_evaluation`'s)."""
+    return run_evaluation(model, tokenizer, env, **options).metrics
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from resd.distill.losses import LossSettings
 from resd.envs import Environment, Task
 from resd.errors import UserError
 from resd.engines import Engine, generate_fn, make_engine
+from resd.generation import GenerateFn
 from resd.train.config import RESDConfig, save_config
 from resd.train.ranks import Ranks
 from resd.train.rundir import RunDir
@@ -176,11 +177,17 @@ def build_generator(cfg: RESDConfig, policy: Policy) -> Engine:
                        batch_size=cfg.generation_batch_size, seed=cfg.seed)
 
 
-def build_context_engine(cfg: RESDConfig, policy: Policy, generator: Engine,
+def context_generate(cfg: RESDConfig, generator: Engine) -> GenerateFn:
+    """How the context engine calls the model (reflect, curate, first error): through `generator`,
+    the run's generation engine, stopping an answer once it loops (the parsers would reject it)."""
+    return generate_fn(generator, top_p=cfg.top_p, stop_when=is_degenerate)
+
+
+def build_context_engine(cfg: RESDConfig, tokenizer: Any, generate: GenerateFn,
                          slots: TeacherSlots | None = None) -> ContextEngine | None:
-    """The engine that builds each sample's teacher context (None for GRPO, which has no teacher).
-    `slots` overrides the config's (the outcome of `teacher_slots: auto`). Its model calls
-    (reflect, curate, first error) go through `generator`, the run's generation engine, and stop decoding an answer once it loops: the parsers would reject it anyway."""
+    """The engine that builds each sample's teacher context (None for GRPO, which has no teacher),
+    its model calls going through `generate` (`context_generate`). `slots` overrides the config's
+    (the outcome of `teacher_slots: auto`)."""
     if not cfg.distills:
         return None
     slots = (slots or cfg.teacher_slots).restricted_to(cfg.template)
@@ -189,9 +196,7 @@ def build_context_engine(cfg: RESDConfig, policy: Policy, generator: Engine,
     if cfg.context_engine == "peers":
         return PeerContext(rules)
     if cfg.context_engine == "rosd":
-        return FirstErrorContext(rules, generate_fn(generator, stop_when=is_degenerate), policy.tokenizer,
-                                 max_new_tokens=cfg.context.reflection_max_new_tokens)
-    generate = generate_fn(generator, top_p=cfg.top_p, stop_when=is_degenerate)
+        return FirstErrorContext(rules, generate, tokenizer, max_new_tokens=cfg.context.reflection_max_new_tokens)
     # Reflections feed both the reflection slot and the curator; the curator feeds the playbook.
     updater = ContextUpdater(cfg.context, generate, seed=cfg.seed, reflect=slots.reflection or slots.playbook,
                              curate=slots.playbook, keep_solutions=slots.solution)

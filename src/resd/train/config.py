@@ -581,13 +581,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise UserError(f"config key {key!r}: expected a mapping, got {value!r}")
         return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise UserError(f"config key {key!r}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"config key {key!r}: expected an integer, got {value!r}")
+    if tp in _EXACT:
+        what, ok = _EXACT[tp]
+        if not ok(value):
+            raise UserError(f"config key {key!r}: expected {what}, got {value!r}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -599,11 +596,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                     pass
             raise UserError(f"config key {key!r}: expected a number, got {value!r}")
         return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise UserError(f"config key {key!r}: expected a string, got {value!r}")
-        return value
     return value
+
+
+_EXACT: dict[type, tuple[str, Any]] = {
+    bool: ("true/false", lambda v: isinstance(v, bool)),
+    int: ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    str: ("a string", lambda v: isinstance(v, str)),
+}
+"""Types a config value must have as written (a bool is not an int here, as in YAML)."""
 
 
 def save_config(cfg: RESDConfig, path: Path) -> None:

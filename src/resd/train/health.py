@@ -51,7 +51,7 @@ class HealthMonitor:
         for key, value in values.items():
             if isinstance(value, (int, float)) and value > 0 and key not in self.first:
                 self.first[key] = float(value)
-        signal = record.get("distill_tokens", 0) > 0 and record.get("distill_fraction", 0) > 0
+        signal = record.get("loss_tokens", 0) > 0 and record.get("signal_fraction", 0) > 0
         grad, entropy = values["grad_norm"], values["entropy"]
         advantage = record.get("health/teacher_advantage")
         solved = record.get("success_rate", 0) >= 1

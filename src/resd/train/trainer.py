@@ -56,7 +56,7 @@ from resd.files import replace_dir_atomic, write_json_atomic
 from resd.generation import encode_prompts
 from resd.train.build import (automatic_slots, build_accelerator, build_context_engine, build_environment,
                               build_generator, build_policy, build_run_dir, build_stream, build_update,
-                              item_settings, seed_everything, start_probe)
+                              context_generate, item_settings, seed_everything, start_probe)
 from resd.train.checkpoint import find_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from resd.train.config import RESDConfig, config_from_dict, parse_yaml
 from resd.train.evaluation import evaluate_at
@@ -178,8 +178,8 @@ class RESDTrainer:
         auto = cfg.distills and cfg.teacher_slots == "auto"
         helpful = start_probe(cfg, self.policy, self.env, self.run, self.ranks) if auto or cfg.probe_at_start else []
         self.generator = build_generator(cfg, self.policy)
-        self.engine = build_context_engine(cfg, self.policy, self.generator,
-                                           automatic_slots(helpful) if auto else None)
+        self.context_engine = build_context_engine(cfg, self.tokenizer, context_generate(cfg, self.generator),
+                                                   automatic_slots(helpful) if auto else None)
         self.update = build_update(cfg, self.policy, self.acc, self.ranks)
         self.item_settings = item_settings(cfg)
         self.state = RunState(data_order=[t.id for t in self.stream])
@@ -214,8 +214,8 @@ class RESDTrainer:
         if state["data_order"] != self.state.data_order:
             raise UserError("the environment's training tasks differ from the checkpoint's data order; "
                             "resume with the same environment version and options")
-        if self.engine is not None and context_state is not None:
-            self.engine.load_state_dict(context_state)
+        if self.context_engine is not None and context_state is not None:
+            self.context_engine.load_state_dict(context_state)
         self.generator.sync(self.student)  # the engine was built from the weights before the restore
         self.state = RunState(**state)
         if self.main:
@@ -315,7 +315,7 @@ class RESDTrainer:
         st.batch, st.iteration = position
         if self.main:
             self.run.log_metrics(record)
-            context_state = self.engine.state_dict() if self.engine is not None else None
+            context_state = self.context_engine.state_dict() if self.context_engine is not None else None
             if context_state is not None:
                 self.run.snapshot_playbook(st.step, context_state)
             self.run.log_context_outputs(st.step, self._context_outputs)
@@ -399,18 +399,18 @@ class RESDTrainer:
         """The context engine's step on rank 0 (before the policy update, Alg. 1 lines 5-15); every
         rank takes its contexts and, for engines with memory, its state."""
         self._context_outputs: list[dict[str, Any]] = []
-        if self.engine is None:
+        if self.context_engine is None:
             return None
         shared_state = self.ranks.world > 1  # other ranks mirror the playbook and buffer
         payload = None
         if self.main:
-            result = self.engine.step(self.state.step, samples)
-            payload = (result, self.engine.state_dict() if shared_state else None)
+            result = self.context_engine.step(self.state.step, samples)
+            payload = (result, self.context_engine.state_dict() if shared_state else None)
         result, state = self.ranks.from_main(payload)
         if state is not None:
             if not self.main:
-                self.engine.load_state_dict(state)
-            digests = self.ranks.gather([hashlib.sha256(json.dumps(self.engine.state_dict(), sort_keys=True)
+                self.context_engine.load_state_dict(state)
+            digests = self.ranks.gather([hashlib.sha256(json.dumps(self.context_engine.state_dict(), sort_keys=True)
                                                         .encode()).hexdigest()])
             result.stats["context/ranks_identical"] = float(len(set(digests)) == 1)
         times["curation"] = result.stats.pop("time/curation", 0.0)
@@ -458,7 +458,7 @@ class RESDTrainer:
         if self.main:
             save_checkpoint(self.run.latest, model=p.student, teacher=p.teacher, optimizer=p.optimizer,
                             scheduler=p.scheduler,
-                            context_state=self.engine.state_dict() if self.engine is not None else None,
+                            context_state=self.context_engine.state_dict() if self.context_engine is not None else None,
                             state=dataclasses.asdict(self.state), rng_states=rngs)
         self.ranks.barrier()
 

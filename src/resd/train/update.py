@@ -60,7 +60,7 @@ class UpdateItem:
 class UpdateResult:
     loss: float = 0.0
     """The reduced loss of the update (Eq. 3, token mean)."""
-    distill_tokens: int = 0
+    loss_tokens: int = 0
     """n_tokens: the masked tokens the loss is averaged over."""
     updated: bool = False
     """False when nothing carried a learning signal and no optimiser step was taken."""
@@ -78,7 +78,7 @@ class UpdateResult:
     its own samples (a collapse shows as this falling towards 0)."""
 
     def metrics(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"loss": self.loss, "distill_tokens": self.distill_tokens, "grad_norm": self.grad_norm}
+        out: dict[str, Any] = {"loss": self.loss, "loss_tokens": self.loss_tokens, "grad_norm": self.grad_norm}
         for name in ("teacher_advantage", "divergence", "entropy"):
             value = getattr(self, name)
             if value is not None:
@@ -154,7 +154,7 @@ def update_items(samples: Sequence[Sample], contexts: Sequence[Any] | None, sett
         taught = len(items)
         if advantages is not None:
             items = _with_advantages(items, samples, advantages)
-    stats = {"distill_samples": taught, "distill_fraction": taught / max(1, len(samples)), **stats}
+    stats = {"signal_samples": taught, "signal_fraction": taught / max(1, len(samples)), **stats}
     if advantages is not None:
         stats["advantage_abs_mean"] = float(np.mean(np.abs(advantages))) if advantages else 0.0
     return UpdateBatch(items, response_tokens, stats)
@@ -265,7 +265,7 @@ class PolicyUpdate:
         total = sum(self.ranks.gather([float(weighted_sum)]))
         tokens, advantage, divergence, nll = [sum(col) for col in zip(*self.ranks.gather([self._health.tolist()]))]
         teacher = self.teacher is not None and tokens > 0
-        return UpdateResult(loss=total / n_tokens, distill_tokens=n_tokens, updated=True, grad_norm=grad_norm,
+        return UpdateResult(loss=total / n_tokens, loss_tokens=n_tokens, updated=True, grad_norm=grad_norm,
                             teacher_advantage=advantage / tokens if teacher else None,
                             divergence=divergence / tokens if teacher else None,
                             entropy=nll / tokens if tokens > 0 else None)
