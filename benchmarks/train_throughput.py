@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from resd.generation import encode_prompts, sample
+    from resd.generation.sampling import encode_prompts, sample
     from resd.models import load
     from resd.train.build import build_accelerator, build_policy, build_update
     from resd.train.config import load_config

@@ -220,7 +220,7 @@ def test_config_validation_and_generate_contract():
 
 def test_updater_runs_with_a_real_tiny_model():
     """Real generation end to end: random text is malformed output, so it is counted, not fatal."""
-    from resd.engines import HFEngine, generate_fn
+    from resd.generation.engines import HFEngine, generate_fn
     from resd.models import tiny_model
 
     model, tokenizer = tiny_model(seed=0)

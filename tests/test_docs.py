@@ -47,10 +47,10 @@ def test_the_algorithm_map_names_functions_that_exist():
 
     text = (ROOT / "docs" / "algorithm.md").read_text()
     modules = ["resd.train.trainer", "resd.train.build", "resd.train.update", "resd.train.teacher",
-               "resd.train.packing", "resd.generation", "resd.envs.base", "resd.eval.scoring", "resd.eval.metrics",
+               "resd.train.packing", "resd.generation.sampling", "resd.envs.base", "resd.eval.scoring", "resd.eval.metrics",
                "resd.context.engine", "resd.context.playbook", "resd.context.updater", "resd.context.reflect",
                "resd.context.buffer", "resd.context.teacher_prompt", "resd.distill.losses", "resd.distill.masks",
-               "resd.engines", "resd.train.probe", "resd.train.health", "resd.context", "resd.context.slots",
+               "resd.generation.engines", "resd.train.probe", "resd.train.health", "resd.context", "resd.context.slots",
                "resd.rollout", "resd.distill", "resd.eval", "resd"]
     loaded = [importlib.import_module(m) for m in modules]
 

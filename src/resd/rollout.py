@@ -1,6 +1,6 @@
 """One record per sampled answer, from rollout to update: `Sample`, and its prompt's `Group`.
 
-    rollouts (resd.engines)  ->  score_samples(env, tasks, rollouts, tau)  ->  list[Sample]
+    rollouts (resd.generation.engines)  ->  score_samples(env, tasks, rollouts, tau)  ->  list[Sample]
                                  groups_of(samples)                         ->  list[Group]
 
 A `Sample` is what every later stage reads: the context engine (who succeeded, which peer's

@@ -36,7 +36,7 @@ from resd.context.reflect import (
 from resd.envs.text import strip_reasoning
 from resd.errors import UserError
 from resd.files import write_json_atomic
-from resd.generation import GenerateFn, PromptLike
+from resd.generation.sampling import GenerateFn, PromptLike
 from resd.rollout import Sample
 
 

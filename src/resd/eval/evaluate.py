@@ -103,8 +103,8 @@ def run_evaluation(
     engine: Any = None,
 ) -> EvalResult:
     """Sample k responses for each of the first `limit` tasks of `split` and score them (with
-    `engine`, a `resd.engines` generation engine, when given; else resd's HF sampler)."""
-    from resd.engines import HFEngine
+    `engine`, a `resd.generation.engines` generation engine, when given; else resd's HF sampler)."""
+    from resd.generation.engines import HFEngine
 
     if k < 1:
         raise UserError(f"k must be >= 1 (got {k}): the number of samples per test task")
@@ -203,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"environment {args.env!r} has no test tasks to evaluate")
     out = Path(args.out) if args.out else default_out_dir(args.env)
     model, tokenizer = models.load(args.model, dtype=args.dtype)
-    from resd.engines import EngineSettings, make_engine
+    from resd.generation.engines import EngineSettings, make_engine
 
     engine = make_engine(EngineSettings(backend=args.backend), model, tokenizer, batch_size=args.batch_size,
                          max_model_len=8192 + args.max_new_tokens, seed=args.seed)

@@ -58,7 +58,7 @@ def hardest(tasks: list[Any], counts: Sequence[tuple[int, int]], count: int) -> 
 def best_of_k_counts(model: Any, tokenizer: Any, env: Any, tasks: list[Any], *, samples: int, cfg: Any,
                      seed: int) -> list[tuple[int, int]]:
     """(n, c) per task: n samples from the unchanged model, c of them solved."""
-    from resd.generation import sample
+    from resd.generation.sampling import sample
 
     rollouts = sample(model, tokenizer, [t.prompt for t in tasks], n=samples, max_new_tokens=cfg.max_completion_length,
                       temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.generation_batch_size, seed=seed,

@@ -27,7 +27,7 @@ from resd.context.updater import ContextConfig, ContextUpdater, GenerateFn
 from resd.errors import UserError
 from resd.rollout import score_samples
 from resd.files import write_json_atomic
-from resd.engines import EngineSettings, HFEngine, generate_fn, make_engine
+from resd.generation.engines import EngineSettings, HFEngine, generate_fn, make_engine
 
 ICL_TEMPLATE = "icl"
 
@@ -65,7 +65,7 @@ def grow_playbook(
     One step per batch of `batch_size` tasks, one sample per task (RESD's N=1). `on_batch`
     receives each batch's metrics record and the updater (for logging and snapshots).
     `context_generate` replaces the student as reflector/curator (default: the student itself).
-    `engine` (resd.engines) generates answers, reflections and curations (default: the HF engine).
+    `engine` (resd.generation.engines) generates answers, reflections and curations (default: the HF engine).
     A sample succeeded when its reward >= `success_threshold`.
     """
     if batch_size < 1:

@@ -23,8 +23,8 @@ from resd.context.reflect import is_degenerate
 from resd.distill.losses import LossSettings
 from resd.envs import Environment, Task
 from resd.errors import UserError
-from resd.engines import Engine, generate_fn, make_engine
-from resd.generation import GenerateFn
+from resd.generation.engines import Engine, generate_fn, make_engine
+from resd.generation.sampling import GenerateFn
 from resd.train.config import RESDConfig, save_config
 from resd.train.ranks import Ranks
 from resd.train.rundir import RunDir

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import yaml
 
 from resd.context import ContextConfig, TeacherSlots
-from resd.engines import EngineSettings
+from resd.generation.engines import EngineSettings
 from resd.errors import UserError
 from resd.files import json_safe
 from resd.train.methods import CONTEXT_ENGINES, METHODS, method_defaults
@@ -99,7 +99,7 @@ class RESDConfig:
     """Sequences generated together (memory vs speed), by either engine; for vLLM it also bounds
     the KV cache a batch needs. None: 8 with the HF engine, 64 with vLLM."""
     generation: EngineSettings = field(default_factory=EngineSettings)
-    """The generation engine: `generation.backend: hf | vllm` and its settings (resd.engines)."""
+    """The generation engine: `generation.backend: hf | vllm` and its settings (resd.generation.engines)."""
 
     # --- optimiser -----------------------------------------------------------------------------
     learning_rate: float = 1e-6

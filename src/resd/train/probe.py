@@ -37,8 +37,8 @@ from resd.envs import Environment, Outcome
 from resd.errors import UserError
 from resd.eval.metrics import mean_ci
 from resd.files import write_json_atomic
-from resd.engines import HFEngine, generate_fn
-from resd.generation import encode_prompts, eos_token_ids
+from resd.generation.engines import HFEngine, generate_fn
+from resd.generation.sampling import encode_prompts, eos_token_ids
 from resd.rollout import groups_of, score_samples
 from resd.train.packing import answer_logprobs
 

@@ -2,7 +2,7 @@
 
     for batch in stream:                            one streaming pass (paper §3.3)
         for k in range(K):                          K updates on the same prompts, each re-generating
-            rollout   N samples per prompt          Alg. 1 line 3    (resd.generation.sample)
+            rollout   N samples per prompt          Alg. 1 line 3    (resd.generation.sampling.sample)
             score     reward, acc, feedback         line 4           (env.score_many)
             context   concise / reflect / curate,   lines 5-15       (resd.context engine: one call)
                       buffer; a TeacherContext per sample
@@ -53,7 +53,7 @@ from resd.context import ContextStep
 from resd.errors import UserError
 from resd.eval.metrics import METRIC_KEYS, select_checkpoint
 from resd.files import replace_dir_atomic, write_json_atomic
-from resd.generation import encode_prompts
+from resd.generation.sampling import encode_prompts
 from resd.train.build import (automatic_slots, build_accelerator, build_context_engine, build_environment,
                               build_generator, build_policy, build_run_dir, build_stream, build_update,
                               context_generate, item_settings, seed_everything, start_probe)

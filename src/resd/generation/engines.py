@@ -5,7 +5,7 @@ and curation, and the ROSD reflector.
     rollouts = engine.sample(prompts, n=8, max_new_tokens=512, temperature=1.0, top_p=0.95, seed=s)
     engine.sync(model)            # after every optimiser step: the engine samples from the new weights
 
-* `HFEngine` samples with the model being trained (`resd.generation.sample`); `sync` is free.
+* `HFEngine` samples with the model being trained (`resd.generation.sampling.sample`); `sync` is free.
 * `VLLMEngine` runs vLLM in this process next to the trainer (colocated), built once from the
   student's weights. `sync` pushes the new weights in place (`reload_weights`, LoRA merged into
   the base weights first) and resets the prefix cache; `verify` checks that the engine's log-probs
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
 from resd.errors import UserError
-from resd.generation import (STOP_CHECK_EVERY, GenerateFn, PromptLike, Rollout, encode_prompts, eos_token_ids,
+from resd.generation.sampling import (STOP_CHECK_EVERY, GenerateFn, PromptLike, Rollout, encode_prompts, eos_token_ids,
                              sample)
 
 BACKENDS = ("hf", "vllm")

@@ -23,7 +23,7 @@ Message = dict[str, str]
 PromptLike = Union[str, Sequence[Message]]
 GenerateFn = Callable[[list[PromptLike], int, float], list[str]]
 """generate(prompts, max_new_tokens, temperature) -> one completion per prompt (temperature 0 =
-greedy): how the context engines call a model. `resd.engines.generate_fn(engine)` builds one."""
+greedy): how the context engines call a model. `resd.generation.engines.generate_fn(engine)` builds one."""
 
 
 @dataclass
