@@ -46,11 +46,11 @@ def test_the_algorithm_map_names_functions_that_exist():
     import importlib
 
     text = (ROOT / "docs" / "algorithm.md").read_text()
-    modules = ["resd.train.trainer", "resd.train.build", "resd.train.update", "resd.train.teacher",
-               "resd.train.packing", "resd.generation.sampling", "resd.envs.base", "resd.eval.scoring", "resd.eval.metrics",
+    modules = ["resd.train.trainer", "resd.train.build", "resd.policy.update", "resd.policy.teacher",
+               "resd.policy.packing", "resd.generation.sampling", "resd.envs.base", "resd.eval.scoring", "resd.eval.metrics",
                "resd.context.engine", "resd.context.playbook", "resd.context.updater", "resd.context.reflect",
                "resd.context.buffer", "resd.context.teacher_prompt", "resd.distill.losses", "resd.distill.masks",
-               "resd.generation.engines", "resd.train.probe", "resd.train.health", "resd.context", "resd.context.slots",
+               "resd.generation.engines", "resd.experiments.probe", "resd.train.health", "resd.context", "resd.context.slots",
                "resd.rollout", "resd.distill", "resd.eval", "resd"]
     loaded = [importlib.import_module(m) for m in modules]
 
@@ -82,5 +82,5 @@ def test_the_algorithm_map_names_functions_that_exist():
 
     assert missing(text) == []
     # the check itself can fail: a name that is not there is reported, under any package
-    assert missing("`train.update.no_such_function`, `context.NoSuchEngine`, `ContextEngine.nothing`") == [
-        "ContextEngine.nothing", "context.NoSuchEngine", "train.update.no_such_function"]
+    assert missing("`policy.update.no_such_function`, `context.NoSuchEngine`, `ContextEngine.nothing`") == [
+        "ContextEngine.nothing", "context.NoSuchEngine", "policy.update.no_such_function"]

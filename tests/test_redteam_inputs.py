@@ -118,7 +118,7 @@ def test_damaged_checkpoint_files_are_named(tmp_path):
 
 def test_a_bad_metrics_line_does_not_drop_the_lines_after_it(tmp_path):
     from resd.files import read_jsonl
-    from resd.train.rundir import RunDir
+    from resd.run.rundir import RunDir
 
     run = RunDir(tmp_path)
     run.create()

@@ -11,7 +11,7 @@ import resd.envs as envs
 from resd.envs import Outcome
 from resd.models import tiny_model
 from resd.train import RESDTrainer, load_config
-from resd.train.teacher import EMATeacher, ema_update_
+from resd.policy.teacher import EMATeacher, ema_update_
 from toyenv import LetterEnv
 
 

@@ -19,7 +19,7 @@ import json, sys, torch
 from resd.train import load_config
 from resd.train.build import build_accelerator, build_policy, build_update, seed_everything
 from resd.train.ranks import Ranks
-from resd.train.update import UpdateItem
+from resd.policy.update import UpdateItem
 
 cfg = load_config(sys.argv[1], [f"output_dir={sys.argv[2]}"])
 accelerator = build_accelerator(cfg, None)

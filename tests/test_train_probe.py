@@ -11,8 +11,8 @@ import torch
 from resd.models import tiny_model
 from resd.context import SLOT_NAMES
 from resd.train.build import automatic_slots
-from resd.train.packing import answer_logprobs
-from resd.train.probe import ProbeResult, ProbeSettings, TaskEvidence, probe_teacher
+from resd.policy.packing import answer_logprobs
+from resd.experiments.probe import ProbeResult, ProbeSettings, TaskEvidence, probe_teacher
 
 SLOTS = SLOT_NAMES
 

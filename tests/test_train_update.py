@@ -1,4 +1,4 @@
-"""One policy update through the public seam (`resd.train.update.PolicyUpdate.apply`), checked
+"""One policy update through the public seam (`resd.policy.update.PolicyUpdate.apply`), checked
 against the paper's formulas: Eq. 3 with success-rate weights (App. B), ROSD's first-error mask,
 and GRPO's on-policy surrogate."""
 
@@ -11,9 +11,9 @@ from resd.distill import divergence_per_token, error_suffix_mask, success_rate_w
 from resd.models import tiny_model
 from resd.train import load_config
 from resd.train.build import build_accelerator, build_policy, build_update
-from resd.train.packing import pack, response_logits
+from resd.policy.packing import pack, response_logits
 from resd.train.ranks import Ranks
-from resd.train.update import UpdateItem
+from resd.policy.update import UpdateItem
 
 PROMPT = "<|im_start|>user\nWrite a word with a ({i}).<|im_end|>\n<|im_start|>assistant\n"
 TEACHER = "<|im_start|>user\nWrite a word with a ({i}). Hint: use the letter a.<|im_end|>\n<|im_start|>assistant\n"
@@ -161,7 +161,7 @@ def test_identical_distilled_answers_to_one_prompt_are_two_terms():
     from resd.context import TeacherContext
     from resd.envs.base import Outcome, Task
     from resd.rollout import Sample
-    from resd.train.update import ItemSettings, update_items
+    from resd.policy.update import ItemSettings, update_items
 
     _, tokenizer = tiny_model(seed=11)
     task = Task(id="t", prompt=[{"role": "user", "content": "q"}])

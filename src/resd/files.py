@@ -8,7 +8,7 @@ goes through these helpers, so a kill at any moment leaves something loadable be
 * `replace_dir_atomic`: fill a temporary sibling folder, then swap it in. The previous folder is
   moved to `.NAME.old` first and deleted only once the new one is in place, so there is no
   moment without a complete copy (a reader falls back to `.old`, see `old_copy` and
-  `resd.train.checkpoint.find_checkpoint`).
+  `resd.run.checkpoint.find_checkpoint`).
 
 `read_jsonl` is the one reader of the JSON-lines logs these runs append to.
 """

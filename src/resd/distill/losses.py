@@ -3,7 +3,7 @@
     per_token_loss(settings, student_logits, completion_ids, mask, teacher_logits=..., advantages=...)
 
 is the one dispatch the trainer calls; it returns ``[B, T]`` per-token losses, zero outside the
-mask. The reduction is not here: the trainer's update (`resd.train.update`) reduces them in one
+mask. The reduction is not here: the trainer's update (`resd.policy.update`) reduces them in one
 visible line, the token-mean form of the paper's Eq. 3 (App. B),
 
     loss = sum_i w_i sum_t m_it l_it / (masked tokens of the whole update)

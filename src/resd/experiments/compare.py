@@ -149,7 +149,7 @@ def compare_methods(*, methods: list[str], seeds: list[int], out_dir: Path, conf
     """Train every planned run that has not finished yet, then build the report. Returns it."""
     from resd.report import build_report, load_run, table_markdown
     from resd.train import RESDTrainer
-    from resd.train.checkpoint import find_checkpoint
+    from resd.run.checkpoint import find_checkpoint
 
     planned = plan(build_arms(methods, ablations), seeds, out_dir)
     configs = [make_config(r, config_path=config_path, overrides=list(overrides or []), env=env, model=model)

@@ -27,9 +27,9 @@ from resd.generation.engines import Engine, generate_fn, make_engine
 from resd.generation.sampling import GenerateFn
 from resd.train.config import RESDConfig, save_config
 from resd.train.ranks import Ranks
-from resd.train.rundir import RunDir
-from resd.train.teacher import EMATeacher, trainable_parameters
-from resd.train.update import ItemSettings, PolicyUpdate
+from resd.run.rundir import RunDir
+from resd.policy.teacher import EMATeacher, trainable_parameters
+from resd.policy.update import ItemSettings, PolicyUpdate
 
 _TRACKER_PACKAGES = {"tensorboard": "tensorboard==2.21.0", "wandb": "wandb", "trackio": "trackio"}
 
@@ -204,7 +204,7 @@ def build_context_engine(cfg: RESDConfig, tokenizer: Any, generate: GenerateFn,
 
 
 def item_settings(cfg: RESDConfig) -> ItemSettings:
-    """How the run turns samples and contexts into update items (`resd.train.update.update_items`)."""
+    """How the run turns samples and contexts into update items (`resd.policy.update.update_items`)."""
     return ItemSettings(template=cfg.template, max_teacher_prompt_length=cfg.max_teacher_prompt_length,
                         rebalance=(cfg.rebalance_a, cfg.rebalance_b) if cfg.rebalance and cfg.distills else None,
                         advantages=cfg.rewards_advantages, advantage_scale=cfg.grpo_scale_rewards)
@@ -225,7 +225,7 @@ def start_probe(cfg: RESDConfig, policy: Policy, env: Environment, run: RunDir, 
     """`resd probe` on the training split (never the test split) before any update: writes
     RUN/probe.json and RUN/probe.png, prints the verdict, and returns the helpful slots (what
     `teacher_slots: auto` keeps). A resumed run reads its probe back instead of probing again."""
-    from resd.train.probe import probe_settings, probe_teacher
+    from resd.experiments.probe import probe_settings, probe_teacher
 
     keep = None
     if ranks.main:

@@ -6,9 +6,9 @@
             score     reward, acc, feedback         line 4           (env.score_many)
             context   concise / reflect / curate,   lines 5-15       (resd.context engine: one call)
                       buffer; a TeacherContext per sample
-            items     teacher prompts, weights,     lines 15-16      (resd.train.update.update_items)
+            items     teacher prompts, weights,     lines 15-16      (resd.policy.update.update_items)
                       masks, advantages
-            update    teacher forward, loss,        lines 16-18      (resd.train.update)
+            update    teacher forward, loss,        lines 16-18      (resd.policy.update)
                       one AdamW step
             EMA       theta_T <- (1 - eta) theta_T + eta theta        line 19
             log       metrics.jsonl, playbook snapshot, eval, checkpoint
@@ -57,14 +57,14 @@ from resd.generation.sampling import encode_prompts
 from resd.train.build import (automatic_slots, build_accelerator, build_context_engine, build_environment,
                               build_generator, build_policy, build_run_dir, build_stream, build_update,
                               context_generate, item_settings, seed_everything, start_probe)
-from resd.train.checkpoint import find_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from resd.run.checkpoint import find_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from resd.train.config import RESDConfig, config_from_dict, parse_yaml
 from resd.train.evaluation import evaluate_at
 from resd.train.health import HealthMonitor
 from resd.train.ranks import Ranks
-from resd.train.rundir import RunDir
+from resd.run.rundir import RunDir
 from resd.rollout import Sample, in_batch_order, score_samples
-from resd.train.update import PhaseTimes, update_items
+from resd.policy.update import PhaseTimes, update_items
 
 
 CONTEXT_TOTALS = ("reflection_requests", "reflections", "reflections_unrelated", "reflection_parse_failures",

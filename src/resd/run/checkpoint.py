@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from resd.errors import UserError
 from resd.files import old_copy, replace_dir_atomic
-from resd.train.teacher import trainable_parameters
+from resd.policy.teacher import trainable_parameters
 
 
 def rng_state() -> dict[str, Any]:

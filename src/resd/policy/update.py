@@ -30,7 +30,7 @@ from resd.distill.losses import (LossSettings, group_advantages, per_token_loss,
                                  success_rate_weights)
 from resd.distill.masks import error_suffix_mask
 from resd.rollout import Sample, groups_of
-from resd.train.packing import pack, response_logits
+from resd.policy.packing import pack, response_logits
 from resd.train.ranks import Ranks
 
 

@@ -40,7 +40,7 @@ from resd.files import write_json_atomic
 from resd.generation.engines import HFEngine, generate_fn
 from resd.generation.sampling import encode_prompts, eos_token_ids
 from resd.rollout import groups_of, score_samples
-from resd.train.packing import answer_logprobs
+from resd.policy.packing import answer_logprobs
 
 
 
@@ -196,7 +196,7 @@ def probe_teacher(model: Any, tokenizer: Any, env: Environment, settings: ProbeS
     failures' teacher contexts come from RESD's context engine (`PlaybookContext`, every slot on,
     the good answer as the failure's successful peer); each variant's teacher prompt is rendered by
     `teacher_messages` with only its slots switched on, as in training; answers are scored by
-    `resd.train.packing.answer_logprobs`, the update's own forward."""
+    `resd.policy.packing.answer_logprobs`, the update's own forward."""
     import random
 
     from tqdm.auto import tqdm
