@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     args = parser.parse_args(argv)
 
-    from resd.report import read_jsonl
+    from resd.files import read_jsonl
 
     if args.run:
         metrics, source = read_jsonl(Path(args.run) / "metrics.jsonl"), args.run

@@ -1,5 +1,5 @@
-"""Generation throughput: our rollout path (`resd.generation.sample`) vs plain `model.generate`,
-and, with `--backend vllm`, the vLLM engine (`resd.engines.VLLMEngine`) vs our HF sampler.
+"""Generation throughput: our rollout path (`resd.generation.sampling.sample`) vs plain `model.generate`,
+and, with `--backend vllm`, the vLLM engine (`resd.generation.engines.VLLMEngine`) vs our HF sampler.
 
 All sides get the same chat prompts, samples per prompt, sampling settings (temperature, top-p, no
 top-k) and token budget. Throughput is generated tokens (up to and including EOS, padding not
@@ -43,7 +43,7 @@ def plain_generate(model, tokenizer, prompts, *, batch_size, max_new_tokens, tem
 
 
 def ours_generate(model, tokenizer, prompts, *, batch_size, max_new_tokens, temperature, top_p, samples) -> int:
-    from resd.generation import sample
+    from resd.generation.sampling import sample
 
     rollouts = sample(model, tokenizer, prompts, n=samples, max_new_tokens=max_new_tokens, temperature=temperature,
                       top_p=top_p, batch_size=batch_size)
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     sides = {"plain": lambda: plain_generate(model, tokenizer, prompts, **settings),
              "ours": lambda: ours_generate(model, tokenizer, prompts, **settings)}
     if args.backend == "vllm":
-        from resd.engines import EngineSettings, VLLMEngine
+        from resd.generation.engines import EngineSettings, VLLMEngine
 
         engine = VLLMEngine(model, tokenizer, EngineSettings(backend="vllm"), max_model_len=2048, seed=args.seed)
         sides["vllm"] = lambda: engine_generate(engine, prompts, **settings)
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     if "vllm" in rate:
         results.append(Result("generated tokens/s (vLLM vs ours)", rate["vllm"], rate["ours"], "tok/s", 2.0,
                               note=f"tokens vLLM {totals['vllm'][0]}; target set for 512 new tokens"))
-    print_results("generation throughput: resd.generation.sample vs model.generate"
+    print_results("generation throughput: resd.generation.sampling.sample vs model.generate"
                   + (" and the vLLM engine" if "vllm" in rate else ""), results,
                   {"model": args.model, "device": device_name(), "prompts": args.prompts, "repeats": args.repeats,
                    "threads": torch.get_num_threads(), **settings})

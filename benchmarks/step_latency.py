@@ -51,7 +51,7 @@ def make_trainer(method: str, n: int, model, tokenizer, args, out: Path, backend
         method=method, model=args.model, env=args.env, num_generations=n, batch_size=args.batch_size,
         max_batches=1, inner_updates=args.warmup + args.updates, max_completion_length=args.max_new_tokens,
         generation_batch_size=args.generation_batch_size, micro_batch_size=args.micro_batch_size,
-        seed=args.seed, do_eval=False, progress=False, output_dir=str(out / f"{method}-{backend}"),
+        seed=args.seed, eval_every=0, progress=False, output_dir=str(out / f"{method}-{backend}"),
         learning_rate=1e-6, warmup_steps=0, generation={"backend": backend},
         context={"reflection_max_new_tokens": args.context_tokens, "curation_max_new_tokens": args.context_tokens})
     trainer = RESDTrainer(cfg, model=copy.deepcopy(model), tokenizer=tokenizer)

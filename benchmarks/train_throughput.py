@@ -1,6 +1,6 @@
 """Training throughput: our student update vs a plain forward/backward of the same model and batch.
 
-Ours: the trainer's own update (`resd.train.update.PolicyUpdate.apply`, distillation) on a batch of real
+Ours: the trainer's own update (`resd.policy.update.PolicyUpdate.apply`, distillation) on a batch of real
 sampled responses with teacher prompts: student forward on the response positions, top-k
 self-distillation loss, backward, AdamW step. The teacher's no-grad forward is timed separately
 by the trainer and reported on its own line; the ratio compares the student part, the piece that
@@ -38,7 +38,7 @@ def plain_step(model, optimizer, rows, pad_id, micro_batch_size, device, max_gra
     """Cross-entropy forward/backward on the response tokens of the same rows; one AdamW step."""
     import torch
 
-    from resd.train.packing import pack
+    from resd.policy.packing import pack
 
     start = time.perf_counter()
     model.train()
@@ -69,12 +69,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from resd.generation import encode_prompts, sample
+    from resd.generation.sampling import encode_prompts, sample
     from resd.models import load
     from resd.train.build import build_accelerator, build_policy, build_update
     from resd.train.config import load_config
     from resd.train.ranks import Ranks
-    from resd.train.update import PhaseTimes, UpdateItem
+    from resd.policy.update import PhaseTimes, UpdateItem
 
     torch.manual_seed(args.seed)
     model, tokenizer = load(args.model)

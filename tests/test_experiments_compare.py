@@ -27,7 +27,7 @@ def test_ablations_are_resd_with_one_component_off():
     assert all(a.method == "resd" for a in arms)
     assert [a.values for a in arms[1:]] == [{"teacher_slots": {"reflection": False}},
                                             {"teacher_slots": {"playbook": False}},
-                                            {"context": {"use_solution_buffer": False}}]
+                                            {"teacher_slots": {"solution": False}}]
 
 
 def test_every_method_gets_its_preset_on_the_same_stream(tmp_path: Path):

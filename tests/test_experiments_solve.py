@@ -112,10 +112,11 @@ def test_hardest_keeps_the_least_solved_tasks_in_split_order():
         bench.hardest(tasks, [(4, 0)], 1)
 
 
-def test_bench_discovery_screens_for_the_hard_task_from_the_cli(tmp_path: Path, capsys):
+def test_bench_discovery_screens_for_the_hard_task_from_the_cli(tmp_path: Path, capsys, monkeypatch):
     from resd.cli import main
-    from resd.envs import register
+    from resd.envs import register, registry
 
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # the test's env leaves with it
     register("letter-task-bench")(type("LetterBench", (LetterTask,), {}))
     out = tmp_path / "disc"
     args = ["bench", "discovery", "--env", "letter-task-bench", "--model", "tiny-random", "--tasks", "1",

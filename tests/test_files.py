@@ -8,7 +8,7 @@ import json
 import pytest
 
 from resd.files import old_copy, replace_dir_atomic, write_json_atomic
-from resd.train.checkpoint import find_checkpoint
+from resd.run.checkpoint import find_checkpoint
 
 
 def test_a_failed_write_leaves_the_old_folder_untouched(tmp_path):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from resd.engines import HFEngine, generate_fn
-from resd.generation import Rollout, encode_prompts, sample
+from resd.generation.engines import HFEngine, generate_fn
+from resd.generation.sampling import Rollout, encode_prompts, sample
 from resd.models import chain_model, tiny_model
 
 
@@ -182,7 +182,7 @@ def _hf_tempered_nucleus(scores, temperature, top_p):
 
 @pytest.mark.parametrize("temperature,top_p", [(1.0, 0.95), (0.7, 0.9), (1.3, 0.5), (1.0, 1.0), (2.0, 0.999)])
 def test_tempered_nucleus_matches_transformers_warpers(temperature, top_p):
-    from resd.generation import TemperedNucleus
+    from resd.generation.sampling import TemperedNucleus
 
     gen = torch.Generator().manual_seed(0)
     scores = torch.randn(6, 3000, generator=gen) * torch.tensor([[0.05], [0.5], [1.0], [3.0], [8.0], [20.0]])
@@ -198,7 +198,7 @@ def test_tempered_nucleus_matches_transformers_warpers(temperature, top_p):
 
 
 def test_tempered_nucleus_keeps_at_least_the_top_token_and_works_in_bf16():
-    from resd.generation import TemperedNucleus
+    from resd.generation.sampling import TemperedNucleus
 
     scores = torch.tensor([[10.0, 0.0, -1.0, -2.0], [0.0, 0.0, 0.0, 0.0]]).to(torch.bfloat16)
     out = TemperedNucleus(1.0, 0.01, width=2)(None, scores)
@@ -221,7 +221,7 @@ def test_sampling_draws_from_the_nucleus_only(tiny):
 # ---- shared prefix: the tokens every prompt of a batch starts with are prefilled once ----
 
 def test_shared_prefix_length():
-    from resd.generation import MIN_SHARED_PREFIX, shared_prefix_length
+    from resd.generation.sampling import MIN_SHARED_PREFIX, shared_prefix_length
 
     base = list(range(100, 100 + MIN_SHARED_PREFIX + 5))
     assert shared_prefix_length([base + [1, 2], base + [3]]) == len(base)

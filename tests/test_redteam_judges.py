@@ -235,7 +235,7 @@ def test_the_sandbox_a_run_used_is_written_to_its_run_directory(tmp_path):
     from resd.train import RESDTrainer, load_config
 
     cfg = load_config(method="grpo", env="code", model="tiny-random", batch_size=2, max_batches=1, inner_updates=1,
-                      num_generations=2, max_completion_length=4, do_eval=False, progress=False,
+                      num_generations=2, max_completion_length=4, eval_every=0, progress=False,
                       env_options={"workers": 1}, output_dir=str(tmp_path / "run"))
     model, tok = tiny_model()
     run = RESDTrainer(cfg, model=model, tokenizer=tok).train()

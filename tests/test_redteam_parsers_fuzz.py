@@ -16,7 +16,7 @@ from resd.context.reflect import parse_curation, parse_reflection, parse_success
 from resd.envs.text import extract_python, printable, strip_reasoning
 from resd.errors import UserError
 from resd.files import UnreadableFile, loads_bounded
-from resd.train.rundir import RunDir, read_rng_state, read_run_state
+from resd.run.rundir import RunDir, read_rng_state, read_run_state
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),

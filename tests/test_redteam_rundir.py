@@ -96,7 +96,7 @@ def test_a_state_with_a_wrong_type_sign_or_size_is_one_error_naming_it(run, fiel
 
 
 def test_huge_integers_and_odd_names_in_logs_and_snapshots_are_dropped(run, capsys):
-    from resd.train.rundir import RunDir
+    from resd.run.rundir import RunDir
 
     rundir = RunDir(run)
     with rundir.metrics.open("a") as f:
@@ -152,7 +152,7 @@ def test_the_state_reader_checks_every_field_the_trainer_saves():
     """read_run_state refuses fields it does not know, so it must know every RunState field."""
     import dataclasses
 
-    from resd.train.rundir import _STATE_FIELDS
+    from resd.run.rundir import _STATE_FIELDS
     from resd.train.trainer import RunState
 
     assert set(_STATE_FIELDS) == {f.name for f in dataclasses.fields(RunState)}

@@ -13,7 +13,7 @@ from resd import report
 from resd.cli import main
 from resd.errors import UserError
 
-METRICS = report.EVAL_METRICS
+METRICS = report.METRIC_KEYS
 
 
 def write_run(root: Path, name: str, method: str, seed: int, evals: list[tuple[int, float, float, float, float]],
@@ -33,7 +33,7 @@ def write_run(root: Path, name: str, method: str, seed: int, evals: list[tuple[i
             f.write(json.dumps({"step": step, "batch": (step - 1) // 4, "iteration": (step - 1) % 4,
                                 "rollouts": step * rollouts_per_step, "loss": loss / step,
                                 "reward_mean": 0.1, "success_rate": 0.1, "playbook_size": step,
-                                "distill_tokens": 500, "distill_fraction": 1.0, "grad_norm": 0.5 / step,
+                                "loss_tokens": 500, "signal_fraction": 1.0, "grad_norm": 0.5 / step,
                                 "health/entropy": 2.0 - 0.1 * step,
                                 **({"health/teacher_advantage": -0.1} if method != "grpo" else {}), **phases,
                                 "time/step": sum(phases.values()) + 0.25}) + "\n")

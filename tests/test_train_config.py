@@ -57,14 +57,16 @@ def test_deprecated_keys_keep_working_with_one_line_each(tmp_path, capsys):
                                          "context": {"success_threshold": 0.5, "curate": False}})
     cfg = load_config(path)
     assert not cfg.teacher_slots.reflection and not cfg.teacher_slots.feedback and not cfg.teacher_slots.playbook
-    assert not cfg.context.use_solution_buffer and cfg.success_reward_threshold == 0.5
+    assert not cfg.teacher_slots.solution and cfg.success_reward_threshold == 0.5
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 6 and all(line.startswith("resd: warning: config key") for line in lines)
-    for new in ("teacher_slots.reflection=false", "teacher_slots.feedback=false", "context.use_solution_buffer=false",
+    for new in ("teacher_slots.reflection=false", "teacher_slots.feedback=false", "teacher_slots.solution=false",
                 "success_reward_threshold", "teacher_slots.playbook=false", "no effect"):
         assert any(new in line for line in lines), new
     rosd = load_config(method="rosd", reflection_max_new_tokens=32, use_context=False, error_suffix_mask=True)
     assert rosd.context.reflection_max_new_tokens == 32 and rosd.context_engine == "rosd"
+    with pytest.raises(UserError, match="context_engine='resd' is not method=sdpo's"):
+        load_config(method="sdpo", context_engine="resd")
     # a run directory written by resd 0.1 still resumes (its config lists every old key)
     old_run = {k: v for k, v in load_config().to_dict().items() if k not in ("teacher_slots", "context_engine")}
     old_run.update(no_playbook=True, no_reflection=False, include_previous_trial=True, use_context=True,
@@ -162,3 +164,21 @@ def test_grpo_needs_groups():
 def test_every_shipped_config_loads(path):
     cfg = load_config(path)
     assert isinstance(cfg, RESDConfig) and cfg.method in METHODS
+
+
+def test_merged_knobs_keep_their_old_keys_with_one_line_each(capsys):
+    """One knob per decision; each old key of a merged group maps onto it with one warning line."""
+    cfg = load_config(method="grpo", num_generations=2, batch_size=4, train_limit=10, do_eval=False,
+                      grpo_epsilon_low=0.0, grpo_epsilon_high=5.0, generation={"backend": "hf", "max_num_seqs": 3})
+    assert cfg.max_batches == 3 and cfg.eval_every == 0 and not cfg.evaluates and cfg.generation_batch_size == 8
+    assert not hasattr(cfg, "grpo_epsilon_low") and not hasattr(cfg.generation, "max_num_seqs")
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 5 and all(line.startswith("resd: warning: config key") for line in lines)
+    assert load_config(method="sdpo", use_peer_solution=False).teacher_slots.solution is False
+    assert load_config(context={"use_solution_buffer": False}).teacher_slots.solution is False
+    assert load_config(max_batches=2, train_limit=100, batch_size=4).max_batches == 2  # the smaller cut wins
+    assert load_config(generation={"backend": "vllm", "max_num_seqs": 16}).generation_batch_size == 16
+    assert load_config(generation={"backend": "vllm"}).generation_batch_size == 64
+    assert load_config().generation_batch_size == 8
+    with pytest.raises(UserError, match="eval_every"):
+        load_config(eval_every=-1)

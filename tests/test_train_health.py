@@ -7,7 +7,7 @@ from resd.train.health import HealthMonitor
 
 
 def record(**values):
-    base = {"distill_tokens": 10, "distill_fraction": 0.5, "grad_norm": 1.0, "health/entropy": 2.0,
+    base = {"loss_tokens": 10, "signal_fraction": 0.5, "grad_norm": 1.0, "health/entropy": 2.0,
             "health/teacher_advantage": 0.1}
     return {**base, **values}
 
@@ -18,8 +18,8 @@ def test_a_healthy_run_raises_nothing():
 
 
 def test_each_condition_warns_once_after_patience_updates():
-    cases = {"learning signal": dict(distill_tokens=0, distill_fraction=0.0, success_rate=0.0),
-             "every rollout succeeded": dict(distill_tokens=0, distill_fraction=0.0, success_rate=1.0),
+    cases = {"learning signal": dict(loss_tokens=0, signal_fraction=0.0, success_rate=0.0),
+             "every rollout succeeded": dict(loss_tokens=0, signal_fraction=0.0, success_rate=1.0),
              "gradient norm": dict(grad_norm=1e-5),
              "entropy": dict(**{"health/entropy": 0.05}),
              "teacher did not prefer": dict(**{"health/teacher_advantage": -0.2})}

@@ -19,7 +19,7 @@ import json, sys, torch
 from resd.train import load_config
 from resd.train.build import build_accelerator, build_policy, build_update, seed_everything
 from resd.train.ranks import Ranks
-from resd.train.update import UpdateItem
+from resd.policy.update import UpdateItem
 
 cfg = load_config(sys.argv[1], [f"output_dir={sys.argv[2]}"])
 accelerator = build_accelerator(cfg, None)
@@ -43,7 +43,7 @@ with torch.no_grad():
 out = update.apply(items)
 if ranks.main:
     weights = torch.cat([p.detach().flatten() for p in policy.student.parameters()])
-    print("RESULT " + json.dumps({"loss": out.loss, "tokens": out.distill_tokens, "grad_norm": out.grad_norm,
+    print("RESULT " + json.dumps({"loss": out.loss, "tokens": out.loss_tokens, "grad_norm": out.grad_norm,
                                    "weights": weights[:2000].tolist()}), flush=True)
 from resd.train.trainer import finish_distributed
 finish_distributed()
@@ -54,7 +54,7 @@ def _config(tmp_path: Path, **extra) -> Path:
     cfg = {"method": "resd", "env": "toyenv:LetterEnv", "env_options": {"train_size": 8, "test_size": 2},
            "model": "tiny-random", "batch_size": 4, "max_batches": 1,
            "inner_updates": 2, "max_completion_length": 8, "learning_rate": 1e-3, "warmup_steps": 0,
-           "micro_batch_size": 2, "progress": False, "max_teacher_prompt_length": 1024, "do_eval": False,
+           "micro_batch_size": 2, "progress": False, "max_teacher_prompt_length": 1024, "eval_every": 0,
            "context": {"reflection_max_new_tokens": 8, "curation_max_new_tokens": 8}, **extra}
     path = tmp_path / "mp.yaml"
     path.write_text(yaml.safe_dump(cfg))

@@ -8,22 +8,26 @@ import json
 import pytest
 import torch
 
-from resd.distill import sequence_logprobs
 from resd.models import tiny_model
-from resd.train.packing import pack, response_logits
-from resd.train.probe import (SLOTS, ProbeResult, ProbeSettings, TaskEvidence, answer_logprobs, choose_slots,
-                              probe_teacher)
+from resd.context import SLOT_NAMES
+from resd.train.build import automatic_slots
+from resd.policy.packing import answer_logprobs
+from resd.experiments.probe import ProbeResult, ProbeSettings, TaskEvidence, probe_teacher
+
+SLOTS = SLOT_NAMES
 
 
-def test_answer_logprobs_with_a_shared_prompt_equal_full_forwards():
+def test_answer_logprobs_of_padded_answers_equal_unpadded_forwards():
+    """Answers of different lengths scored together (left-padded prompt, right-padded answers)
+    give each answer's log-probability under a plain forward of prompt + answer."""
     model, tok = tiny_model(seed=3)
     prompt = tok("<|im_start|>user\nname a fruit<|im_end|>\n<|im_start|>assistant\n")["input_ids"]
     answers = [[45, 67, 89, 2], [100, 3], [7]]
-    got = answer_logprobs(model, prompt, answers, temperature=0.7)
+    got = answer_logprobs(model, prompt, answers, tok.pad_token_id, temperature=0.7)
     for answer, value in zip(answers, got):
-        packed = pack([prompt], [answer], tok.pad_token_id)
         with torch.no_grad():
-            expected = sequence_logprobs(response_logits(model, packed, 0.7), packed.completion_ids).sum()
+            logits = model(input_ids=torch.tensor([prompt + answer])).logits[0, len(prompt) - 1:-1] / 0.7
+        expected = torch.log_softmax(logits.float(), -1)[torch.arange(len(answer)), torch.tensor(answer)].sum()
         assert value == pytest.approx(float(expected), abs=1e-4)
 
 
@@ -43,7 +47,7 @@ def test_margins_verdict_and_auto_choice_from_evidence():
     assert margins["solution"]["mean"] == pytest.approx((2.0 + 1.0) / 4 + 0.1)
     assert margins["reflection"]["n"] == 0
     assert result.helpful_slots() == ["solution"]
-    slots = choose_slots(result)
+    slots = automatic_slots(result.helpful_slots())
     assert slots.solution and not (slots.feedback or slots.previous_trial or slots.reflection or slots.playbook)
     verdict = result.verdict()
     assert "helps: solution +0.85" in verdict and "feedback -0.20" in verdict and "previous_trial -0.42" in verdict
@@ -90,7 +94,7 @@ def test_auto_slots_probe_the_training_split_and_are_read_back_on_resume(tmp_pat
 
     cfg = load_config(method="resd", env="letters", model="tiny-random", teacher_slots="auto", probe_tasks=3,
                       probe_samples=3, batch_size=2, max_batches=1, inner_updates=1, max_completion_length=6,
-                      do_eval=False, progress=False, output_dir=str(tmp_path / "run"),
+                      eval_every=0, progress=False, output_dir=str(tmp_path / "run"),
                       context={"reflection_max_new_tokens": 6, "curation_max_new_tokens": 6})
     model, tok = tiny_model(seed=1)
     run = RESDTrainer(cfg, model=model, tokenizer=tok).train()
@@ -102,6 +106,5 @@ def test_auto_slots_probe_the_training_split_and_are_read_back_on_resume(tmp_pat
     # the engine reads exactly the slots the probe found helpful
     trainer = RESDTrainer.from_run_dir(run)
     trainer.setup()
-    assert trainer.engine.policy.slots.on() == [s for s in ("playbook", "previous_trial", "feedback", "reflection",
-                                                            "solution") if s in probe["helpful_slots"]]
+    assert trainer.context_engine.policy.slots.on() == [s for s in SLOT_NAMES if s in probe["helpful_slots"]]
     assert "resd: probe:" not in capsys.readouterr().err  # read back, not probed again

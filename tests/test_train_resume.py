@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 CONFIG = {
     "method": "resd", "env": "toyenv:LetterEnv", "env_options": {"train_size": 12, "test_size": 2}, "model": "tiny-random", "batch_size": 2,
     "max_batches": 3, "inner_updates": 2, "max_completion_length": 8, "learning_rate": 1e-3,
-    "warmup_steps": 2, "do_eval": False, "progress": False, "max_teacher_prompt_length": 1024,
+    "warmup_steps": 2, "eval_every": 0, "progress": False, "max_teacher_prompt_length": 1024,
     # Sampled (not greedy) reflections use the global torch RNG: resume must restore it.
     "context": {"reflection_max_new_tokens": 8, "curation_max_new_tokens": 8, "reflection_temperature": 1.0,
                 "curation_temperature": 1.0, "concise_every": 2},

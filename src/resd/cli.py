@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "env": ("resd.envs.commands", "inspect one environment (`resd env show NAME`)"),
     "train": ("resd.train.commands", "train with RESD, SDPO, SDPO+ss, ROSD or GRPO from a YAML config"),
     "playbook": ("resd.context.commands", "inspect a saved playbook (`resd playbook show PATH`)"),
-    "probe": ("resd.train.probe", "does the teacher know more than the student? teacher advantage per prompt slot"),
+    "probe": ("resd.experiments.probe", "does the teacher know more than the student? teacher advantage per prompt slot"),
     "icl": ("resd.experiments.icl", "in-context learning: grow a playbook without weight updates, then evaluate"),
     "compare": ("resd.experiments.compare", "run several methods on the same stream and write a report"),
     "report": ("resd.report", "rebuild a comparison report from saved run directories"),

@@ -7,7 +7,10 @@ goes through these helpers, so a kill at any moment leaves something loadable be
   the target (`os.replace` is atomic on POSIX), fsync the folder so the rename survives a crash.
 * `replace_dir_atomic`: fill a temporary sibling folder, then swap it in. The previous folder is
   moved to `.NAME.old` first and deleted only once the new one is in place, so there is no
-  moment without a complete copy (a reader falls back to `.old`, see `complete_dir`).
+  moment without a complete copy (a reader falls back to `.old`, see `old_copy` and
+  `resd.run.checkpoint.find_checkpoint`).
+
+`read_jsonl` is the one reader of the JSON-lines logs these runs append to.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+from resd.errors import UserError
 
 MAX_JSON_INT_DIGITS = 64
 """Longest integer a resd JSON reader accepts: far above any count, step or seed resd writes, far
@@ -265,3 +270,37 @@ def replace_dir_atomic(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.replace(tmp, target)
     _fsync_dir(target.parent)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def read_jsonl(path: Path, *, missing_ok: bool = False, skip_damaged: bool = False) -> list[dict[str, Any]]:
+    """Read a JSON-lines log. A cut-off last line (run killed mid-write) is dropped; any other
+    bad line is an error naming the file and line, or is skipped with `skip_damaged` (a resumed
+    run keeps the lines after it). A missing file is an error, or no rows with `missing_ok`."""
+    try:
+        text = read_regular_text(path)
+    except FileNotFoundError:
+        if missing_ok:
+            return []
+        raise UserError(f"{path} is missing: is {Path(path).parent} a run directory written by `resd train`?") from None
+    except UnreadableFile as exc:  # a FIFO, a device, a huge or non-UTF-8 file in a run directory
+        raise UserError(f"cannot read {exc}") from None
+    rows: list[dict[str, Any]] = []
+    lines = text.split("\n")
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = loads_bounded(line)  # run directories are not trusted input: no 5,000-digit integers
+        except UnreadableFile as exc:
+            # Only the final line of a file without a trailing newline can be an interrupted write.
+            if number == len(lines) and not text.endswith("\n"):
+                break
+            if skip_damaged:
+                continue
+            raise UserError(f"{path}:{number} is not valid JSON ({str(exc)[:120]}); fix or delete that line") from None
+        if not isinstance(row, dict):
+            if skip_damaged:
+                continue
+            raise UserError(f"{path}:{number} should be a JSON object, got {type(row).__name__}")
+        rows.append(row)
+    return rows

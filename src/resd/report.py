@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from resd.errors import UserError
-from resd.files import UnreadableFile, loads_bounded, read_regular_text
+from resd.eval.metrics import METRIC_KEYS
+from resd.files import UnreadableFile, loads_bounded, read_jsonl, read_regular_text
+from resd.train.methods import METHOD_NAMES
 
-EVAL_METRICS: tuple[str, ...] = ("per_task_mean@k", "per_task_best@k", "per_case_mean@k", "per_case_best@k")
 """The four evaluation keys in eval.jsonl, in Table 2 column order."""
 
 PHASES: tuple[str, ...] = (
@@ -40,10 +41,6 @@ PHASES: tuple[str, ...] = (
 )
 """Per-phase timings in metrics.jsonl; `time/step` is the total, the remainder is shown as 'other'."""
 
-METHOD_NAMES: dict[str, str] = {
-    "resd": "RESD", "sdpo": "SDPO", "sdpo_ss": "SDPO+ss", "rosd": "ROSD", "grpo": "GRPO", "opsd": "OPSD",
-}
-"""Display names as in the paper's tables."""
 
 
 @dataclass
@@ -86,33 +83,6 @@ class MethodRow:
 # Loading
 # ----------------------------------------------------------------------------------------------
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Read a JSON-lines log. A cut-off last line (run killed mid-write) is dropped; any other
-    bad line is an error naming the file and line."""
-    try:
-        text = read_regular_text(path)
-    except FileNotFoundError:
-        raise UserError(f"{path} is missing: is {path.parent} a run directory written by `resd train`?") from None
-    except UnreadableFile as exc:
-        raise UserError(f"cannot read {exc}") from None
-    rows: list[dict[str, Any]] = []
-    lines = text.split("\n")
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = loads_bounded(line)
-        except UnreadableFile as exc:
-            # Only the final line of a file without a trailing newline can be an interrupted write.
-            if number == len(lines) and not text.endswith("\n"):
-                break
-            raise UserError(f"{path}:{number} is not valid JSON ({str(exc)[:120]}); fix or delete that line") from None
-        if not isinstance(row, dict):
-            raise UserError(f"{path}:{number} should be a JSON object, got {type(row).__name__}")
-        rows.append(row)
-    return rows
-
-
 def _read_yaml(path: Path) -> dict[str, Any]:
     import yaml
 
@@ -149,11 +119,11 @@ def _lookup(config: dict[str, Any], key: str) -> Any:
 
 def _check_eval_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     for i, row in enumerate(rows, start=1):
-        missing = [k for k in ("step", *EVAL_METRICS) if k not in row]
+        missing = [k for k in ("step", *METRIC_KEYS) if k not in row]
         if missing:
             raise UserError(f"{path} entry {i} lacks {', '.join(missing)}; eval.jsonl lines need "
-                            f"step and {', '.join(EVAL_METRICS)}")
-        for k in EVAL_METRICS:
+                            f"step and {', '.join(METRIC_KEYS)}")
+        for k in METRIC_KEYS:
             if not isinstance(row[k], (int, float)) or math.isnan(row[k]):
                 raise UserError(f"{path} entry {i}: {k} should be a number, got {row[k]!r}")
 
@@ -262,7 +232,7 @@ def select_step(evals: Sequence[dict[str, Any]]) -> int:
     if not evals:
         raise UserError("no evaluations to select a checkpoint from")
     ordered = sorted(evals, key=lambda e: int(e["step"]))
-    index = select_checkpoint([{m: float(e[m]) for m in EVAL_METRICS} for e in ordered], metrics=EVAL_METRICS)
+    index = select_checkpoint([{m: float(e[m]) for m in METRIC_KEYS} for e in ordered], metrics=METRIC_KEYS)
     return int(ordered[index]["step"])
 
 
@@ -278,12 +248,12 @@ def method_rows(groups: dict[str, list[Run]]) -> list[MethodRow]:
     rows = []
     for label, runs in groups.items():
         row = MethodRow(label=label, seeds=[r.seed for r in runs], selected_steps=[],
-                        values={m: [] for m in EVAL_METRICS})
+                        values={m: [] for m in METRIC_KEYS})
         for run in runs:
             step = select_step(run.evals)
             row.selected_steps.append(step)
             chosen = eval_at(run, step)
-            for m in EVAL_METRICS:
+            for m in METRIC_KEYS:
                 row.values[m].append(float(chosen[m]))
         rows.append(row)
     return rows
@@ -299,7 +269,7 @@ def base_row(runs: Sequence[Run]) -> MethodRow | None:
     if not zero:
         return None
     row = MethodRow(label="Base model", seeds=[r.seed for r, _ in zero], selected_steps=[0] * len(zero),
-                    values={m: [float(e[m]) for _, e in zero] for m in EVAL_METRICS})
+                    values={m: [float(e[m]) for _, e in zero] for m in METRIC_KEYS})
     return row
 
 
@@ -317,7 +287,7 @@ def table_markdown(rows: Sequence[MethodRow], k: int) -> str:
     lines = [head, "|" + "---|" * 7]
     for row in rows:
         steps = ", ".join(str(s) for s in row.selected_steps)
-        cells = " | ".join(_fmt(row, m) for m in EVAL_METRICS)
+        cells = " | ".join(_fmt(row, m) for m in METRIC_KEYS)
         lines.append(f"| {row.label} | {len(row.seeds)} | {steps} | {cells} |")
     return "\n".join(lines)
 
@@ -428,16 +398,16 @@ def run_summary_text(run_dir: str | Path) -> str:
     """What `resd train` prints at the end: held-out evaluations and the reward on the stream
     (works on any run directory, also one without evaluations)."""
     root = Path(run_dir)
-    metrics = read_jsonl(root / "metrics.jsonl") if (root / "metrics.jsonl").exists() else []
-    evals = read_jsonl(root / "eval.jsonl") if (root / "eval.jsonl").exists() else []
+    metrics = read_jsonl(root / "metrics.jsonl", missing_ok=True)
+    evals = read_jsonl(root / "eval.jsonl", missing_ok=True)
     lines = []
     if evals:
         ks = {int(e["k"]) for e in evals if isinstance(e.get("k"), (int, float))}
         lines.append(f"held-out evaluation (k={'/'.join(map(str, sorted(ks))) or '?'}):")
-        lines.append(f"  {'step':>5} {'rollouts':>9} " + " ".join(f"{m:>16}" for m in EVAL_METRICS))
+        lines.append(f"  {'step':>5} {'rollouts':>9} " + " ".join(f"{m:>16}" for m in METRIC_KEYS))
         for e in evals:
             lines.append(f"  {int(e['step']):>5} {int(e.get('rollouts', 0)):>9} "
-                         + " ".join(f"{float(e[m]):>16.3f}" for m in EVAL_METRICS))
+                         + " ".join(f"{float(e[m]):>16.3f}" for m in METRIC_KEYS))
     summary = json.loads((root / "summary.json").read_text()) if (root / "summary.json").exists() else {}
     quality = summary.get("context_quality") or {}
     if quality.get("reflection_requests"):
@@ -484,6 +454,15 @@ def _integer_x(ax) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
+def _per_step(ax, ylabel: str) -> None:
+    """A per-training-step panel's axes, grid and legend."""
+    _integer_x(ax)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
 def _draw(ax, curve: Curve, color, label: str, style: str = "-") -> None:
     if not curve.x:
         return
@@ -515,11 +494,7 @@ def plot_loss(groups: dict[str, list[Run]], path: Path) -> Path:
     fig, (ax,) = _figure(1, width=6.0)
     for color, (label, runs) in zip(_colors(len(groups)), groups.items()):
         _draw(ax, metric_curve(runs, "loss"), color, label)
-    _integer_x(ax)
-    ax.set_xlabel("training step")
-    ax.set_ylabel("loss (token mean)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _per_step(ax, "loss (token mean)")
     fig.savefig(path, dpi=110)
     return path
 
@@ -528,7 +503,7 @@ HEALTH: tuple[tuple[str, str], ...] = (
     ("health/teacher_advantage", "teacher advantage (nats/token, > 0 is good)"),
     ("health/entropy", "student entropy on its samples (nats/token)"),
     ("grad_norm", "gradient norm"),
-    ("distill_fraction", "share of samples with a learning signal"),
+    ("signal_fraction", "share of samples with a learning signal"),
 )
 """The training-health signals plotted per step (resd.train.health explains the warnings)."""
 
@@ -564,12 +539,8 @@ def plot_latency(groups: dict[str, list[Run]], path: Path) -> Path:
     colors = _colors(len(groups))
     for color, (label, runs) in zip(colors, groups.items()):
         _draw(ax_line, metric_curve(runs, "time/step"), color, label)
-    _integer_x(ax_line)
-    ax_line.set_xlabel("training step")
-    ax_line.set_ylabel("time per step (s)")
+    _per_step(ax_line, "time per step (s)")
     ax_line.set_ylim(bottom=0)
-    ax_line.grid(alpha=0.3)
-    ax_line.legend(fontsize=8)
 
     parts = [*PHASES, "other"]
     part_colors = _colors(len(parts))
@@ -676,8 +647,8 @@ def build_report(runs: Sequence[Run], out_dir: str | Path, title: str = "resd co
     table_json.write_text(json.dumps({
         "k": k,
         "rows": [{"label": r.label, "seeds": r.seeds, "selected_steps": r.selected_steps,
-                  "values": r.values, "mean": {m: r.mean(m) for m in EVAL_METRICS},
-                  "std": {m: r.std(m) for m in EVAL_METRICS}} for r in table_rows],
+                  "values": r.values, "mean": {m: r.mean(m) for m in METRIC_KEYS},
+                  "std": {m: r.std(m) for m in METRIC_KEYS}} for r in table_rows],
         "latency": {label: latency_breakdown(rs) for label, rs in groups.items()},
         "runs": [str(r.path) for r in runs],
     }, indent=2), encoding="utf-8")

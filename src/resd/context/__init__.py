@@ -13,30 +13,18 @@ from resd.context.engine import (
     FirstErrorContext,
     PeerContext,
     PlaybookContext,
-    ScoredSample,
-    TeacherContext,
-    teacher_stats,
 )
 from resd.context.playbook import ConciseSchedule, Entry, Playbook
-from resd.context.teacher_prompt import (
-    SLOT_NAMES,
-    TEMPLATE_NAMES,
-    TeacherMessages,
-    TeacherSlots,
-    build_teacher_messages,
-    fit_teacher_prompt,
-    teacher_messages,
-)
-from resd.context.updater import ContextConfig, ContextSample, ContextUpdater, GenerateFn
+from resd.context.slots import SLOT_NAMES, TeacherContext, TeacherSlots, teacher_stats
+from resd.context.teacher_prompt import TeacherMessages, fit_teacher_prompt, teacher_messages
+from resd.context.updater import ContextConfig, ContextUpdater, GenerateFn
 
 __all__ = [
     "SLOT_NAMES",
-    "TEMPLATE_NAMES",
     "ConciseSchedule",
     "ContextConfig",
     "ContextEngine",
     "ContextPolicy",
-    "ContextSample",
     "ContextStep",
     "ContextUpdater",
     "Entry",
@@ -45,12 +33,10 @@ __all__ = [
     "PeerContext",
     "Playbook",
     "PlaybookContext",
-    "ScoredSample",
     "SolutionBuffer",
     "TeacherContext",
     "TeacherMessages",
     "TeacherSlots",
-    "build_teacher_messages",
     "fit_teacher_prompt",
     "teacher_messages",
     "teacher_stats",

@@ -32,56 +32,14 @@ teaches nothing) live in `ContextEngine._teacher_context`, written once:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from resd.context.first_error import build_first_error_messages, parse_first_error
-from resd.context.teacher_prompt import TeacherSlots
-from resd.context.updater import ContextSample, ContextUpdater, GenerateFn
+from resd.context.slots import INFORMING_SLOTS, NOT_DISTILLED, SLOT_NAMES, TeacherContext, TeacherSlots
+from resd.context.updater import ContextUpdater, GenerateFn
 from resd.distill.masks import locate_error_token
-from resd.envs.base import Outcome, Task
-
-
-@dataclass
-class ScoredSample:
-    """One rollout with its task and outcome; `group` indexes the prompt it was sampled for (the
-    N samples of one prompt share it)."""
-
-    task: Task
-    group: int
-    text: str
-    prompt_ids: list[int]
-    completion_ids: list[int]
-    truncated: bool
-    outcome: Outcome
-
-
-@dataclass(frozen=True)
-class TeacherContext:
-    """What one sample's teacher reads besides the task; None marks an empty slot.
-
-    `distill` is False when the teacher would know nothing more than the student (the sample is
-    then left out of the loss). `distill_from` is the first response token that is distilled
-    (ROSD's first error; 0 = the whole response)."""
-
-    distill: bool
-    playbook: str | None = None
-    previous_trial: str | None = None
-    feedback: str | None = None
-    reflection: str | None = None
-    solution: str | None = None
-    solution_source: str = ""
-    """"peer" (a successful response of the same group), "buffer" (an earlier success of this
-    task, RESD's solution buffer) or "" (no solution shown)."""
-    distill_from: int = 0
-
-    def slot_values(self) -> dict[str, str | None]:
-        """Slot name -> text, in the order of `resd.context.teacher_prompt.SLOT_NAMES`."""
-        return {"playbook": self.playbook, "previous_trial": self.previous_trial, "feedback": self.feedback,
-                "reflection": self.reflection, "solution": self.solution}
-
-
-NOT_DISTILLED = TeacherContext(distill=False)
+from resd.rollout import Group, Sample, groups_of
 
 
 @dataclass
@@ -101,10 +59,6 @@ class ContextPolicy:
     slots: TeacherSlots = TeacherSlots()
     """Slots the teacher may read: the config's `teacher_slots`, restricted to those the
     teacher template has a place for."""
-    success_threshold: float = 1.0
-    """tau: a sample succeeded when its reward >= this."""
-    use_peer_solution: bool = True
-    """With N > 1, a successful response of the same group is the teacher's solution."""
     dont_reprompt_on_self_success: bool = False
     """Never show a sample its own success, nor distil a success without another solution (SDPO)."""
     feedback_only_without_solution: bool = False
@@ -115,21 +69,10 @@ class ContextPolicy:
 class _Notes:
     """What an engine learned about one sample before the shared rules pick the slots."""
 
-    playbook: str | None = None
-    reflection: str | None = None
+    slots: dict[str, str | None] = field(default_factory=dict)
+    """Slot name -> the text this engine proposes for it (the playbook, a reflection, ...)."""
     buffered_solution: str | None = None
     distill_from: int = 0
-
-
-def teacher_stats(contexts: Sequence[TeacherContext]) -> dict[str, float]:
-    """Fraction of samples whose teacher read each kind of context."""
-    n = max(1, len(contexts))
-    return {
-        "teacher/solution_fraction": sum(c.solution_source != "" for c in contexts) / n,
-        "teacher/feedback_fraction": sum(c.feedback is not None for c in contexts) / n,
-        "teacher/reflection_fraction": sum(c.reflection is not None for c in contexts) / n,
-        "teacher/playbook_fraction": sum(c.playbook is not None for c in contexts) / n,
-    }
 
 
 class ContextEngine:
@@ -141,56 +84,48 @@ class ContextEngine:
     def __init__(self, policy: ContextPolicy) -> None:
         self.policy = policy
 
-    def step(self, step: int, samples: Sequence[ScoredSample]) -> ContextStep:
-        """Update the engine's state with this iteration's outcomes, then pick each sample's context."""
-        notes, stats, outputs = self._observe(step, samples)
-        success = [self.succeeded(s) for s in samples]
-        groups: dict[int, list[int]] = {}
-        for i, s in enumerate(samples):
-            groups.setdefault(s.group, []).append(i)
-        contexts = [self._teacher_context(i, samples, success, groups[s.group], notes[i])
-                    for i, s in enumerate(samples)]
+    def step(self, step: int, samples: Sequence[Sample]) -> ContextStep:
+        """Update the engine's state with this iteration's outcomes, then pick each sample's context
+        (`contexts[i]` belongs to `samples[i]`)."""
+        groups = {g.index: g for g in groups_of(samples)}
+        notes, stats, outputs = self._observe(step, samples, groups)
+        contexts = [self._teacher_context(s, groups[s.group], n) for s, n in zip(samples, notes, strict=True)]
         return ContextStep(contexts, stats, outputs)
 
-    def succeeded(self, sample: ScoredSample) -> bool:
-        return sample.outcome.reward >= self.policy.success_threshold
-
-    def _observe(self, step: int, samples: Sequence[ScoredSample]
+    def _observe(self, step: int, samples: Sequence[Sample], groups: dict[int, Group]
                  ) -> tuple[list[_Notes], dict[str, float], list[dict[str, Any]]]:
         """Per-sample notes, stats and raw outputs; the base engine adds nothing."""
         return [_Notes()] * len(samples), {}, []
 
-    def _teacher_context(self, i: int, samples: Sequence[ScoredSample], success: list[bool],
-                         members: list[int], notes: _Notes) -> TeacherContext:
-        p, slots, s = self.policy, self.policy.slots, samples[i]
-        if self.requires_group_success and not any(success[j] for j in members):
+    def _teacher_context(self, s: Sample, group: Group, notes: _Notes) -> TeacherContext:
+        p, slots = self.policy, self.policy.slots
+        if self.requires_group_success and not group.any_succeeded:
             return NOT_DISTILLED
 
         solution, source = None, ""
-        if slots.solution and p.use_peer_solution and len(members) > 1:
-            for j in members:
-                if success[j] and (j != i or not p.dont_reprompt_on_self_success):
-                    solution, source = samples[j].text, "peer"
-                    break
+        if slots.solution and len(group.samples) > 1:
+            peer = next((m for m in group.successes()
+                         if m.index != s.index or not p.dont_reprompt_on_self_success), None)
+            if peer is not None:
+                solution, source = peer.text, "peer"
         if slots.solution and solution is None and notes.buffered_solution:
             if not (p.dont_reprompt_on_self_success and notes.buffered_solution == s.text):
                 solution, source = notes.buffered_solution, "buffer"
         if solution is not None and not solution.strip():
             solution, source = None, ""  # an empty success shows the teacher nothing
-        if success[i] and p.dont_reprompt_on_self_success and solution is None:
+        if s.succeeded and p.dont_reprompt_on_self_success and solution is None:
             return NOT_DISTILLED
 
-        feedback = s.outcome.feedback if slots.feedback and s.outcome.feedback.strip() else None
-        if feedback is not None and solution is not None and p.feedback_only_without_solution:
+        feedback = s.outcome.feedback
+        if solution is not None and p.feedback_only_without_solution:
             feedback = None
-        reflection = notes.reflection if slots.reflection and notes.reflection and notes.reflection.strip() else None
-        playbook = notes.playbook if slots.playbook and notes.playbook and notes.playbook.strip() else None
-        if not (solution or feedback or reflection or playbook):
+        proposed = {**notes.slots, "feedback": feedback, "previous_trial": s.text, "solution": solution}
+        values = {name: text if getattr(slots, name) and text and text.strip() else None
+                  for name in SLOT_NAMES for text in [proposed.get(name)]}
+        if not any(values[name] for name in INFORMING_SLOTS):
             return NOT_DISTILLED  # the previous trial alone is the student's own answer: nothing new
-        return TeacherContext(
-            distill=True, playbook=playbook, previous_trial=s.text if slots.previous_trial else None,
-            feedback=feedback, reflection=reflection, solution=solution, solution_source=source,
-            distill_from=notes.distill_from)
+        return TeacherContext(distill=True, **values, solution_source=source if values["solution"] else "",
+                              distill_from=notes.distill_from)
 
     # State to checkpoint (only engines that remember something across steps have any).
     def state_dict(self) -> dict[str, Any] | None:
@@ -211,12 +146,11 @@ class PlaybookContext(ContextEngine):
         super().__init__(policy)
         self.updater = updater
 
-    def _observe(self, step: int, samples: Sequence[ScoredSample]
+    def _observe(self, step: int, samples: Sequence[Sample], groups: dict[int, Group]
                  ) -> tuple[list[_Notes], dict[str, float], list[dict[str, Any]]]:
-        stats = self.updater.update(step, [ContextSample(example_id=s.task.id, prompt=s.task.prompt_text,
-                                                         response=s.text, outcome=s.outcome) for s in samples])
+        stats = self.updater.update(step, samples)
         u = self.updater
-        notes = [_Notes(playbook=u.playbook_text(s.task.id), reflection=u.reflection(s.task.id),
+        notes = [_Notes(slots={"playbook": u.playbook_text(s.task.id), "reflection": u.reflection(s.task.id)},
                         buffered_solution=u.solution(s.task.id)) for s in samples]
         return notes, {k: float(v) for k, v in stats.items()}, list(u.last_outputs)
 
@@ -238,23 +172,22 @@ class FirstErrorContext(ContextEngine):
         super().__init__(policy)
         self.generate, self.tokenizer, self.max_new_tokens = generate, tokenizer, max_new_tokens
 
-    def _observe(self, step: int, samples: Sequence[ScoredSample]
+    def _observe(self, step: int, samples: Sequence[Sample], groups: dict[int, Group]
                  ) -> tuple[list[_Notes], dict[str, float], list[dict[str, Any]]]:
         started = time.perf_counter()
         jobs = []
         for i, s in enumerate(samples):
-            if self.succeeded(s):
-                continue
-            peer = next((p for p in samples if p.group == s.group and self.succeeded(p)), None)
-            if peer is not None:
-                jobs.append((i, build_first_error_messages(s.task.prompt_text, peer.text, s.text, s.outcome.feedback)))
+            peers = groups[s.group].successes()
+            if not s.succeeded and peers:
+                jobs.append((i, build_first_error_messages(s.task.prompt_text, peers[0].text, s.text,
+                                                           s.outcome.feedback)))
         notes = [_Notes()] * len(samples)
         found = []
         replies = self.generate([m for _, m in jobs], self.max_new_tokens, 0.0) if jobs else []
         for (i, _), reply in zip(jobs, replies):
             parsed = parse_first_error(reply)
             start = locate_error_token(samples[i].text, parsed.quote, self.tokenizer, len(samples[i].completion_ids))
-            notes[i] = replace(notes[i], reflection=parsed.explanation, distill_from=start or 0)
+            notes[i] = _Notes(slots={"reflection": parsed.explanation}, distill_from=start or 0)
             found.append(start is not None)
         stats = {"rosd/reflections": float(len(jobs)),
                  "rosd/quote_found_fraction": sum(found) / len(found) if found else 0.0,

@@ -1,10 +1,10 @@
 """Teacher prompts: the privileged context the self-teacher reads before the student's response.
 
 A teacher template (resd/context/templates/*.txt, or a user's file) has a `main` part that
-replaces the task's last user message and one part per slot: playbook, previous_trial, feedback,
-reflection, solution (paper §3.3, Alg. 1 line 15). A slot appears only when it is switched on in
-`TeacherSlots` and has content, which is how the paper's ablations (Table 3: w/o reflection,
-w/o playbook, w/o solution buffer) are run.
+replaces the task's last user message and one part per slot (`resd.context.slots.SLOT_NAMES`,
+paper §3.3, Alg. 1 line 15). A slot appears only when it is switched on in `TeacherSlots` and
+has content, which is how the paper's ablations (Table 3: w/o reflection, w/o playbook, w/o
+solution buffer) are run.
 
 `fit_teacher_prompt` tokenizes with the chat template and, when the prompt is over budget,
 shortens the longest slot first (then the next longest, ...), never the instruction, the system
@@ -13,47 +13,18 @@ messages or the assistant header; its stats say whether it had to.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 from resd.context.prompt_files import fill, fill_dropping_empty, load_parts, placeholders
 from resd.context.reflect import shorten_middle
+from resd.context.slots import SLOT_FIELDS, SLOT_NAMES, TeacherContext, TeacherSlots
 from resd.envs.text import strip_reasoning
 from resd.errors import UserError
 
-if TYPE_CHECKING:
-    from resd.context.engine import TeacherContext
-
-SLOT_NAMES: tuple[str, ...] = ("playbook", "previous_trial", "feedback", "reflection", "solution")
-TEMPLATE_NAMES: tuple[str, ...] = ("resd", "resd-manufactoria", "resd-bouncingsim", "resd-finer", "sdpo", "rosd")
 # SDPO+ss differs from SDPO only in which solution fills the slot (the engine's
 # `dont_reprompt_on_self_success`), not in the template.
 TEMPLATE_ALIASES = {"sdpo-ss": "sdpo", "sdpo+ss": "sdpo"}
-
-
-@dataclass(frozen=True)
-class TeacherSlots:
-    """Which context slots the teacher may read (the original prompt is always there). The
-    paper's ablations (Table 3) switch one off: `teacher_slots: {reflection: false}`."""
-
-    playbook: bool = True
-    """The curated playbook (RESD). Off: nothing is curated either (no one would read it)."""
-    previous_trial: bool = True
-    """The student's own attempt (thinking stripped)."""
-    feedback: bool = True
-    """The environment's feedback on that attempt."""
-    reflection: bool = True
-    """The reflector's diagnosis of the attempt (RESD) or its first-error explanation (ROSD)."""
-    solution: bool = True
-    """A successful trial: a group peer's success or the buffered solution."""
-
-    def restricted_to(self, template: str) -> "TeacherSlots":
-        """These slots, less those the template has no place for."""
-        tpl = TeacherTemplate.load(template)
-        return TeacherSlots(**{name: getattr(self, name) and tpl.uses(name) for name in SLOT_NAMES})
-
-    def on(self) -> list[str]:
-        return [f.name for f in fields(self) if getattr(self, f.name)]
 
 
 @dataclass(frozen=True)
@@ -100,47 +71,29 @@ class TeacherMessages(list):
         return TeacherMessages(messages, template=self.template, index=self.index, prompt=prompt, values=values)
 
 
-def build_teacher_messages(
-    template: str,
-    task_messages: Sequence[dict[str, str]],
-    *,
-    playbook: str | None,
-    previous_trial: str | None,
-    feedback: str | None,
-    reflection: str | None,
-    solution: str | None,
-    slots: TeacherSlots = TeacherSlots(),
-) -> TeacherMessages:
-    """Teacher chat messages: the task's messages with the last user turn rewritten.
+def teacher_messages(template: str, task_messages: Sequence[dict[str, str]], context: TeacherContext,
+                     slots: TeacherSlots = TeacherSlots()) -> TeacherMessages:
+    """The teacher's chat messages for one sample: the task's messages with the last user turn
+    rewritten to hold the slots its `TeacherContext` fills.
 
-    System messages and earlier turns are kept unchanged. Slots that are switched off, empty,
-    or absent from the template are left out. Thinking blocks are stripped from trials and
-    solutions.
+    System messages and earlier turns are kept unchanged. Slots that are switched off in `slots`,
+    empty, or absent from the template are left out. Thinking blocks are stripped from the slots
+    that hold answers (`slot(strip_reasoning=True)`: the previous trial and the solution).
     """
     tpl = TeacherTemplate.load(template)
     index = max((i for i, m in enumerate(task_messages) if m.get("role") == "user"), default=-1)
     if index < 0:
         raise UserError("the task has no user message to build a teacher prompt from")
-    raw = {
-        "playbook": playbook,
-        "previous_trial": strip_reasoning(previous_trial) if previous_trial else previous_trial,
-        "feedback": feedback,
-        "reflection": reflection,
-        "solution": strip_reasoning(solution) if solution else solution,
-    }
-    values = {slot: (text or "").strip() if getattr(slots, slot) and tpl.uses(slot) else ""
-              for slot, text in raw.items()}
+    values = {}
+    for f in SLOT_FIELDS:
+        text = getattr(context, f.name)
+        if text and f.metadata["strip_reasoning"]:
+            text = strip_reasoning(text)
+        values[f.name] = (text or "").strip() if getattr(slots, f.name) and tpl.uses(f.name) else ""
     prompt = task_messages[index].get("content", "")
     messages = [dict(m) for m in task_messages]
     messages[index] = {"role": "user", "content": tpl.render(prompt, values)}
     return TeacherMessages(messages, template=tpl, index=index, prompt=prompt, values=values)
-
-
-def teacher_messages(template: str, task_messages: Sequence[dict[str, str]], context: "TeacherContext"
-                     ) -> "TeacherMessages":
-    """The teacher's chat messages for one sample: the task with its last user turn rewritten to
-    hold the slots its `TeacherContext` fills."""
-    return build_teacher_messages(template, task_messages, **context.slot_values())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from resd.context.buffer import SolutionBuffer
 from resd.context.playbook import ConciseSchedule, Playbook
@@ -33,15 +33,12 @@ from resd.context.reflect import (
     parse_success_tags,
     select_new_entries,
 )
-from resd.envs.base import Outcome
 from resd.envs.text import strip_reasoning
 from resd.errors import UserError
 from resd.files import write_json_atomic
+from resd.generation.sampling import GenerateFn, PromptLike
+from resd.rollout import Sample
 
-PromptLike = str | list[dict[str, str]]
-GenerateFn = Callable[[list[PromptLike], int, float], list[str]]
-"""generate(prompts, max_new_tokens, temperature) -> one completion per prompt (temperature 0 =
-greedy). `resd.engines.generate_fn(HFEngine(model, tokenizer))` builds one from a model."""
 
 SCOPES = ("global", "per_example")
 STAT_KEYS: tuple[str, ...] = tuple(f"context/{k}" for k in (
@@ -54,17 +51,6 @@ STAT_KEYS: tuple[str, ...] = tuple(f"context/{k}" for k in (
 )) + ("time/reflection", "time/curation")
 """Every key `ContextUpdater.update` returns (always all of them, so logs have fixed columns)."""
 STATE_VERSION = 1
-
-
-@dataclass
-class ContextSample:
-    """One scored rollout, as the context engine sees it."""
-
-    example_id: str
-    prompt: str
-    """The task text the student answered (the last user message)."""
-    response: str
-    outcome: Outcome
 
 
 @dataclass
@@ -86,8 +72,6 @@ class ContextConfig:
     success_tagging: bool = True
     """Tag entries on successful responses too (App. G: "tagged ... on both failed and
     successful samples"); costs one extra batched generation when the playbook is non-empty."""
-    use_solution_buffer: bool = True
-    """Cache each example's latest successful response for the teacher (§3.3, the buffer B)."""
     buffer_size: int | None = 4096
     """Most examples the solution buffer holds (the oldest stored is evicted first)."""
     dedup_by_example: bool = True
@@ -104,6 +88,9 @@ class ContextConfig:
     """Task text shown to the reflector is cut in the middle beyond this many characters."""
     max_response_chars: int = 6000
     """Response text shown to the reflector is cut in the middle beyond this many characters."""
+    curation_max_prompt_chars: int = 2000
+    """Task text shown to the curator is cut in the middle beyond this many characters (shorter
+    than the reflector's: the curator turns a diagnosis into a rule and needs the task's gist)."""
     max_reflection_chars: int = 1500
     """Longest diagnosis kept (longer ones are cut at a word boundary)."""
     max_new_entries: int | None = 3
@@ -125,7 +112,7 @@ class ContextConfig:
         if self.playbook_scope not in SCOPES:
             raise UserError(f"playbook_scope must be one of {', '.join(SCOPES)} (got {self.playbook_scope!r})")
         for name in ("reflection_max_new_tokens", "curation_max_new_tokens", "max_prompt_chars",
-                     "max_response_chars", "max_reflection_chars", "max_entry_chars"):
+                     "max_response_chars", "curation_max_prompt_chars", "max_reflection_chars", "max_entry_chars"):
             if int(getattr(self, name)) < 1:
                 raise UserError(f"context.{name} must be >= 1 (got {getattr(self, name)})")
         if not 0.0 < self.duplicate_threshold <= 1.0:
@@ -145,17 +132,16 @@ class ContextConfig:
 class ContextUpdater:
     """Playbook(s), solution buffer and latest reflections, updated once per training step.
 
-    `success_threshold` is tau (a response succeeded when its reward >= tau). `reflect=False`
-    skips reflecting on failures and `curate=False` skips curation (the trainer turns them off
+    Samples arrive scored (`resd.rollout.Sample`, success decided there). `keep_solutions=False`
+    keeps no solution buffer (§3.3's B; off when the teacher reads no solution). `reflect=False` skips reflecting on failures and `curate=False` skips curation (the trainer turns them off
     when the teacher reads neither the reflection nor the playbook)."""
 
     def __init__(self, config: ContextConfig, generate: GenerateFn, *, seed: int = 0,
-                 success_threshold: float = 1.0, reflect: bool = True, curate: bool = True) -> None:
+                 reflect: bool = True, curate: bool = True, keep_solutions: bool = True) -> None:
         self.config = config
         self.generate = generate
         self.seed = seed
-        self.success_threshold = success_threshold
-        self.reflect, self.curate = reflect, curate
+        self.reflect, self.curate, self.keep_solutions = reflect, curate, keep_solutions
         self.schedule = ConciseSchedule(method=config.concise_method, every=config.concise_every,
                                         max_entries=config.max_entries)
         self.buffer = SolutionBuffer(config.buffer_size)
@@ -190,7 +176,7 @@ class ContextUpdater:
 
     def solution(self, example_id: str) -> str | None:
         """The buffered successful response for this example, if any."""
-        return self.buffer.get(example_id) if self.config.use_solution_buffer else None
+        return self.buffer.get(example_id) if self.keep_solutions else None
 
     def playbook_size(self) -> float:
         """Entries in the global playbook, or the mean over per-example playbooks."""
@@ -198,13 +184,10 @@ class ContextUpdater:
         return float(sum(len(b) for b in books) / len(books)) if books else 0.0
 
     # ---- the update ----------------------------------------------------------------------
-    def update(self, step: int, samples: Sequence[ContextSample]) -> dict[str, float]:
+    def update(self, step: int, samples: Sequence[Sample]) -> dict[str, float]:
         """Run one context update on a scored batch and return stats (all floats)."""
         cfg = self.config
         stats: dict[str, float] = defaultdict(float, dict.fromkeys(STAT_KEYS, 0.0))
-        for s in samples:
-            if not isinstance(s, ContextSample):
-                raise TypeError(f"update() takes ContextSample items, got {type(s).__name__}")
 
         concise = self.schedule.run(self.playbooks(), step=step, seed=self._seed(step))
         stats["context/removed"] += len(concise["removed"])
@@ -216,16 +199,16 @@ class ContextUpdater:
         stats["context/failures"] = float(len(failures))
         stats["context/successes"] = float(len(successes))
         for s in samples:  # a new update replaces the previous step's reflection (r = ∅ on success)
-            self._reflections.pop(s.example_id, None)
+            self._reflections.pop(s.task.id, None)
 
         diagnoses = self._reflect_phase(step, failures, successes, stats)
         self._curate_phase(step, diagnoses, stats)
         if cfg.concise_after_curation:
             stats["context/removed"] += len(self.schedule.enforce_limit(self.playbooks(), step=step,
                                                                         seed=self._seed(step)))
-        if cfg.use_solution_buffer:
+        if self.keep_solutions:
             for s in successes:
-                self.buffer.put(s.example_id, s.response, step=step, reward=s.outcome.reward)
+                self.buffer.put(s.task.id, s.text, step=step, reward=s.outcome.reward)
 
         stats["context/parse_failures"] = (stats["context/reflection_parse_failures"]
                                            + stats["context/tagging_parse_failures"]
@@ -242,19 +225,18 @@ class ContextUpdater:
     def _seed(self, step: int) -> int:
         return self.seed * 1_000_003 + int(step)
 
-    def _select(self, samples: Sequence[ContextSample]) -> tuple[list[ContextSample], list[ContextSample]]:
+    def _select(self, samples: Sequence[Sample]) -> tuple[list[Sample], list[Sample]]:
         """Failures and successes to act on; with dedup, the first failure and the last success
         of each example id (the most recent success is the one worth caching)."""
-        tau = self.success_threshold
-        failures = [s for s in samples if s.outcome.reward < tau]
-        successes = [s for s in samples if s.outcome.reward >= tau]
+        failures = [s for s in samples if not s.succeeded]
+        successes = [s for s in samples if s.succeeded]
         if self.config.dedup_by_example:
-            first_fail: dict[str, ContextSample] = {}
+            first_fail: dict[str, Sample] = {}
             for s in failures:
-                first_fail.setdefault(s.example_id, s)
-            last_success: dict[str, ContextSample] = {}
+                first_fail.setdefault(s.task.id, s)
+            last_success: dict[str, Sample] = {}
             for s in successes:
-                last_success[s.example_id] = s
+                last_success[s.task.id] = s
             failures, successes = list(first_fail.values()), list(last_success.values())
         return failures, successes
 
@@ -268,31 +250,31 @@ class ContextUpdater:
             raise RuntimeError(f"generate returned {len(outputs)} completions for {len(prompts)} prompts")
         return outputs
 
-    def _reflect_phase(self, step: int, failures: list[ContextSample], successes: list[ContextSample],
-                       stats: dict[str, float]) -> list[tuple[ContextSample, str]]:
+    def _reflect_phase(self, step: int, failures: list[Sample], successes: list[Sample],
+                       stats: dict[str, float]) -> list[tuple[Sample, str]]:
         """One batched call: reflections on failures and tag-only reviews of successes."""
         cfg = self.config
         started = time.perf_counter()
-        jobs: list[tuple[str, ContextSample, Playbook]] = []
+        jobs: list[tuple[str, Sample, Playbook]] = []
         prompts: list[PromptLike] = []
         if self.reflect:
             for s in failures:
-                book = self.playbook(s.example_id)
+                book = self.playbook(s.task.id)
                 jobs.append(("failure", s, book))
                 prompts.append(build_reflector_messages(
-                    s.prompt, s.response, s.outcome.feedback, book, template=cfg.reflector_template,
+                    s.task.prompt_text, s.text, s.outcome.feedback, book, template=cfg.reflector_template,
                     max_prompt_chars=cfg.max_prompt_chars, max_response_chars=cfg.max_response_chars))
         if cfg.success_tagging:
             for s in successes:
-                book = self.playbook(s.example_id)
+                book = self.playbook(s.task.id)
                 if len(book):  # nothing to tag in an empty playbook
                     jobs.append(("success", s, book))
                     prompts.append(build_success_reflector_messages(
-                        s.prompt, s.response, book, template=cfg.success_reflector_template,
+                        s.task.prompt_text, s.text, book, template=cfg.success_reflector_template,
                         max_prompt_chars=cfg.max_prompt_chars, max_response_chars=cfg.max_response_chars))
         outputs = self._call(prompts, cfg.reflection_max_new_tokens, cfg.reflection_temperature, stats)
 
-        diagnoses: list[tuple[ContextSample, str]] = []
+        diagnoses: list[tuple[Sample, str]] = []
         for (kind, sample, book), prompt, text in zip(jobs, prompts, outputs):
             if kind == "failure":
                 stats["context/reflection_requests"] += 1
@@ -304,7 +286,7 @@ class ContextUpdater:
                     stats["context/reflection_parse_failures"] += 1
                     continue
                 if not about_the_failure(parsed.diagnosis, feedback=sample.outcome.feedback,
-                                         attempt=strip_reasoning(sample.response), task=sample.prompt):
+                                         attempt=strip_reasoning(sample.text), task=sample.task.prompt_text):
                     # Parsed, but about something else: the teacher never sees it, nor does the curator.
                     self._log("reflection", sample, text, False, "unrelated")
                     stats["context/reflections_unrelated"] += 1
@@ -313,7 +295,7 @@ class ContextUpdater:
                 stats["context/reflections"] += 1
                 stats["context/reflections_unstructured"] += float(not parsed.structured)
                 tags = parsed.tags
-                self._reflections[sample.example_id] = parsed.diagnosis
+                self._reflections[sample.task.id] = parsed.diagnosis
                 diagnoses.append((sample, parsed.diagnosis))
             else:
                 stats["context/tagging_requests"] += 1
@@ -328,16 +310,16 @@ class ContextUpdater:
         stats["time/reflection"] = time.perf_counter() - started
         return diagnoses
 
-    def _curate_phase(self, step: int, diagnoses: list[tuple[ContextSample, str]],
+    def _curate_phase(self, step: int, diagnoses: list[tuple[Sample, str]],
                       stats: dict[str, float]) -> None:
         """One batched call: each reflection proposes entries; duplicates are not added."""
         cfg = self.config
         started = time.perf_counter()
         if self.curate and diagnoses:
-            jobs = [(s, diagnosis, self.playbook(s.example_id)) for s, diagnosis in diagnoses]
+            jobs = [(s, diagnosis, self.playbook(s.task.id)) for s, diagnosis in diagnoses]
             prompts: list[PromptLike] = [
-                build_curator_messages(s.prompt, diagnosis, book, template=cfg.curator_template,
-                                       sections=cfg.sections, max_prompt_chars=min(cfg.max_prompt_chars, 2000))
+                build_curator_messages(s.task.prompt_text, diagnosis, book, template=cfg.curator_template,
+                                       sections=cfg.sections, max_prompt_chars=cfg.curation_max_prompt_chars)
                 for s, diagnosis, book in jobs]
             outputs = self._call(prompts, cfg.curation_max_new_tokens, cfg.curation_temperature, stats)
             for (sample, diagnosis, book), text in zip(jobs, outputs):
@@ -348,8 +330,8 @@ class ContextUpdater:
                     stats["context/curation_parse_failures"] += 1
                     continue
                 related = [op for op in curation.operations if about_the_failure(
-                    op.content, feedback=f"{sample.outcome.feedback}\n{diagnosis}", attempt=strip_reasoning(sample.response),
-                    task=sample.prompt, minimum=1)]
+                    op.content, feedback=f"{sample.outcome.feedback}\n{diagnosis}", attempt=strip_reasoning(sample.text),
+                    task=sample.task.prompt_text, minimum=1)]
                 stats["context/entries_unrelated"] += len(curation.operations) - len(related)
                 curation.operations = related
                 # Checked against the playbook as it grows, so two reflections in one batch
@@ -364,9 +346,9 @@ class ContextUpdater:
                 stats["context/rejected_entries"] += rejected
         stats["time/curation"] = time.perf_counter() - started
 
-    def _log(self, phase: str, sample: ContextSample, text: Any, ok: bool, dropped: str = "") -> None:
+    def _log(self, phase: str, sample: Sample, text: Any, ok: bool, dropped: str = "") -> None:
         """Record a raw model answer; `dropped` says why it was not used ("unparsed", "unrelated")."""
-        entry = {"phase": phase, "example_id": sample.example_id,
+        entry = {"phase": phase, "example_id": sample.task.id,
                  "text": text if isinstance(text, str) else repr(text), "ok": bool(ok)}
         if dropped:
             entry["dropped"] = dropped

@@ -3,7 +3,7 @@
     per_token_loss(settings, student_logits, completion_ids, mask, teacher_logits=..., advantages=...)
 
 is the one dispatch the trainer calls; it returns ``[B, T]`` per-token losses, zero outside the
-mask. The reduction is not here: the trainer's update (`resd.train.update`) reduces them in one
+mask. The reduction is not here: the trainer's update (`resd.policy.update`) reduces them in one
 visible line, the token-mean form of the paper's Eq. 3 (App. B),
 
     loss = sum_i w_i sum_t m_it l_it / (masked tokens of the whole update)
@@ -257,25 +257,24 @@ def sampled_token_per_token(student_logp: torch.Tensor, teacher_logp: torch.Tens
 
 
 def success_rate_weights(
-    rewards: torch.Tensor | Sequence[float],
-    threshold: float = 1.0,
+    succeeded: torch.Tensor | Sequence[bool],
     a: float = 1.0,
     b: float = 1.0,
 ) -> torch.Tensor:
     """Success-rate rebalancing weights (paper App. B, Eq. 2).
 
-    With s the fraction of samples whose reward is >= ``threshold``: successes get
+    With s the fraction of samples that succeeded (`resd.rollout.Sample.succeeded`): successes get
     ``(1 - s)**a``, failures ``s**b``, then all weights are scaled to batch mean 1. When s is 0
     or 1 every weight is 1 (rebalancing would otherwise zero the only signal). Returns a float32
     tensor ``[B]`` (empty in, empty out).
     """
     if a < 0 or b < 0:
         raise UserError(f"rebalancing exponents a={a}, b={b} must be >= 0 (paper: a = b = 1)")
-    r = torch.as_tensor(rewards, dtype=torch.float64).detach().reshape(-1)
-    if r.numel() == 0:
+    success = torch.as_tensor(succeeded, dtype=torch.bool).detach().reshape(-1)
+    if success.numel() == 0:
         return torch.ones(0, dtype=torch.float32)
-    success = r >= threshold
-    s = success.double().mean().item()
+    r = success.double()
+    s = r.mean().item()
     if s == 0.0 or s == 1.0:
         return torch.ones(r.numel(), dtype=torch.float32)
     raw = torch.where(success, torch.full_like(r, (1.0 - s) ** a), torch.full_like(r, s**b))
@@ -328,21 +327,16 @@ def group_advantages(
     return advantages.reshape(-1)
 
 
-def policy_gradient_per_token(
-    logp: torch.Tensor,
-    old_logp: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    eps_low: float = 0.2,
-    eps_high: float = 0.28,
-) -> torch.Tensor:
-    """Clipped-surrogate policy gradient of the GRPO baseline (PPO / DAPO clip-higher), per token.
+def policy_gradient_per_token(logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The on-policy policy gradient of the GRPO baseline, per token: ``-ratio * A`` with
+    ``ratio = exp(logp - logp.detach())``, zero outside the mask.
 
-    ``ratio = exp(logp - old_logp)``; per token ``-min(ratio * A, clip(ratio, 1-eps_low,
-    1+eps_high) * A)``, zero outside the mask. ``advantages`` is ``[B]`` (one per sample,
-    broadcast over tokens) or ``[B, T]``.
+    The ratio's value is 1 and its gradient is ``grad log p``, so the gradient is REINFORCE's
+    ``-A grad log p``. No PPO/DAPO clip: every inner iteration re-generates before its one
+    optimiser step, so the samples always come from the current policy and the ratio never leaves
+    1 (nanochat's `chat_rl` drops the clip for the same reason); a clip range would change
+    nothing. ``advantages`` is ``[B]`` (one per sample, broadcast over tokens) or ``[B, T]``.
     """
-    _check_same_batch("old_logp", old_logp, logp.shape)
     _check_same_batch("mask", mask, logp.shape)
     dtype = _math_dtype(logp.dtype)
     m = mask.to(dtype)
@@ -353,11 +347,10 @@ def policy_gradient_per_token(
         adv = adv[:, None].expand_as(m)
     else:
         _check_same_batch("advantages", adv, logp.shape)
-    log_ratio = torch.where(m > 0, logp.to(dtype) - old_logp.detach().to(dtype), torch.zeros_like(m))
-    ratio = log_ratio.clamp(-20.0, 20.0).exp()
-    unclipped = ratio * adv
-    clipped = ratio.clamp(1.0 - eps_low, 1.0 + eps_high) * adv
-    return -torch.minimum(unclipped, clipped) * m
+    # Padding may carry -inf log-probs: keep it out of the arithmetic.
+    safe = torch.where(m > 0, logp.to(dtype), torch.zeros_like(m))
+    ratio = torch.exp(safe - safe.detach())
+    return -(ratio * adv) * m
 
 
 LossMode = Literal["topk_logits", "full_logits", "sampled_token", "policy_gradient"]
@@ -380,12 +373,13 @@ class LossSettings:
     """eps_min of the ratio clip (paper: 0.2)."""
     ratio_max: float | None = None
     """eps_max of the ratio clip (paper: none; Manufactoria 5)."""
-    eps_low: float = 0.2
-    """GRPO: lower clip of the policy ratio."""
-    eps_high: float = 0.28
-    """GRPO: upper clip of the policy ratio (DAPO's clip-higher)."""
     pg_coef: float = 0.0
     """Distillation modes: weight of a GRPO term added per token (dGRPO-style); 0 = none."""
+    token_mean: Literal["distilled", "sampled"] = "distilled"
+    """The denominator of the token mean the update reduces per-token losses with (Eq. 3, as
+    TRL's `aggregate_loss` names its reductions): "distilled" = the tokens the loss masks in
+    (self-distillation); "sampled" = every sampled response token of the batch, including samples
+    of zero advantage (GRPO and pg_coef > 0: DAPO's token-level mean, TRL loss_type="dapo")."""
 
 
 def per_token_loss(
@@ -413,8 +407,7 @@ def per_token_loss(
         if advantages is None:
             raise UserError("the policy-gradient loss needs one advantage per sample")
         logp = sequence_logprobs(student_logits, completion_ids)
-        return policy_gradient_per_token(logp, logp.detach(), advantages, on,
-                                         eps_low=settings.eps_low, eps_high=settings.eps_high)
+        return policy_gradient_per_token(logp, advantages, on)
 
     if mode == "policy_gradient":
         return policy_gradient(mask)

@@ -103,8 +103,8 @@ def run_evaluation(
     engine: Any = None,
 ) -> EvalResult:
     """Sample k responses for each of the first `limit` tasks of `split` and score them (with
-    `engine`, a `resd.engines` generation engine, when given; else resd's HF sampler)."""
-    from resd.engines import HFEngine
+    `engine`, a `resd.generation.engines` generation engine, when given; else resd's HF sampler)."""
+    from resd.generation.engines import HFEngine
 
     if k < 1:
         raise UserError(f"k must be >= 1 (got {k}): the number of samples per test task")
@@ -132,29 +132,10 @@ def run_evaluation(
     )
 
 
-def evaluate(
-    model: Any,
-    tokenizer: Any,
-    env: Environment,
-    *,
-    k: int = 4,
-    limit: int | None = None,
-    batch_size: int = 8,
-    max_new_tokens: int = 512,
-    temperature: float = 1.0,
-    top_p: float = 0.95,
-    seed: int | None = 0,
-    system_prompt: str | None = None,
-    prompt_transform: PromptTransform | None = None,
-    engine: Any = None,
-) -> dict[str, Any]:
+def evaluate(model: Any, tokenizer: Any, env: Environment, **options: Any) -> dict[str, Any]:
     """The paper's four test metrics as fractions: `per_task_mean@k`, `per_task_best@k`,
-    `per_case_mean@k`, `per_case_best@k`, plus `k` and `n_tasks`."""
-    return run_evaluation(
-        model, tokenizer, env, k=k, limit=limit, batch_size=batch_size, max_new_tokens=max_new_tokens,
-        temperature=temperature, top_p=top_p, seed=seed, system_prompt=system_prompt,
-        prompt_transform=prompt_transform, engine=engine,
-    ).metrics
+    `per_case_mean@k`, `per_case_best@k`, plus `k` and `n_tasks` (`options` as `run_evaluation`'s)."""
+    return run_evaluation(model, tokenizer, env, **options).metrics
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"environment {args.env!r} has no test tasks to evaluate")
     out = Path(args.out) if args.out else default_out_dir(args.env)
     model, tokenizer = models.load(args.model, dtype=args.dtype)
-    from resd.engines import EngineSettings, make_engine
+    from resd.generation.engines import EngineSettings, make_engine
 
     engine = make_engine(EngineSettings(backend=args.backend), model, tokenizer, batch_size=args.batch_size,
                          max_model_len=8192 + args.max_new_tokens, seed=args.seed)

@@ -58,15 +58,15 @@ def hardest(tasks: list[Any], counts: Sequence[tuple[int, int]], count: int) -> 
 def best_of_k_counts(model: Any, tokenizer: Any, env: Any, tasks: list[Any], *, samples: int, cfg: Any,
                      seed: int) -> list[tuple[int, int]]:
     """(n, c) per task: n samples from the unchanged model, c of them solved."""
-    from resd.generation import sample
+    from resd.generation.sampling import sample
 
     rollouts = sample(model, tokenizer, [t.prompt for t in tasks], n=samples, max_new_tokens=cfg.max_completion_length,
                       temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.generation_batch_size, seed=seed,
                       progress="best-of-k samples")
-    from resd.eval.scoring import score_rollouts
+    from resd.rollout import groups_of, score_samples
 
-    return [(len(row), sum(o.reward >= cfg.success_reward_threshold for o in outcomes))
-            for row, outcomes in zip(rollouts, score_rollouts(env, tasks, rollouts))]
+    samples = score_samples(env, tasks, rollouts, cfg.success_reward_threshold)
+    return [(len(g.samples), len(g.successes())) for g in groups_of(samples)]
 
 
 def run_discovery(*, env_name: str, count: int, attempts: int, trials: int = 1, split: str = "test",

@@ -112,7 +112,7 @@ def check_same_stream(configs: list[Any]) -> None:
     Only keys that define the data stream and the evaluation are compared; method presets may
     differ in everything else (group size, teacher, loss).
     """
-    keys = ("env", "env_options", "model", "batch_size", "shuffle", "train_limit", "max_batches", "max_steps",
+    keys = ("env", "env_options", "model", "batch_size", "shuffle", "max_batches", "max_steps",
             "inner_updates", "eval_every", "eval_k", "eval_limit", "eval_at_start", "max_completion_length")
     by_seed: dict[int, Any] = {}
     for cfg in configs:
@@ -149,7 +149,7 @@ def compare_methods(*, methods: list[str], seeds: list[int], out_dir: Path, conf
     """Train every planned run that has not finished yet, then build the report. Returns it."""
     from resd.report import build_report, load_run, table_markdown
     from resd.train import RESDTrainer
-    from resd.train.checkpoint import find_checkpoint
+    from resd.run.checkpoint import find_checkpoint
 
     planned = plan(build_arms(methods, ablations), seeds, out_dir)
     configs = [make_config(r, config_path=config_path, overrides=list(overrides or []), env=env, model=model)

@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from resd.context.reflect import is_degenerate
-from resd.context.teacher_prompt import build_teacher_messages
-from resd.context.updater import ContextConfig, ContextSample, ContextUpdater, GenerateFn
+from resd.context.slots import TeacherContext
+from resd.context.teacher_prompt import teacher_messages
+from resd.context.updater import ContextConfig, ContextUpdater, GenerateFn
 from resd.errors import UserError
-from resd.eval.scoring import score_rollouts
+from resd.rollout import score_samples
 from resd.files import write_json_atomic
-from resd.engines import EngineSettings, HFEngine, generate_fn, make_engine
+from resd.generation.engines import EngineSettings, HFEngine, generate_fn, make_engine
 
 ICL_TEMPLATE = "icl"
 
@@ -36,8 +37,7 @@ def with_playbook(messages: Sequence[dict[str, str]], playbook: str, template: s
     the playbook is empty)."""
     if not playbook.strip():
         return [dict(m) for m in messages]
-    return list(build_teacher_messages(template, messages, playbook=playbook, previous_trial=None,
-                                       feedback=None, reflection=None, solution=None))
+    return list(teacher_messages(template, messages, TeacherContext(distill=True, playbook=playbook)))
 
 
 # Not named run_icl: the CLI would take `run_<command>` for the command's entry point.
@@ -65,7 +65,7 @@ def grow_playbook(
     One step per batch of `batch_size` tasks, one sample per task (RESD's N=1). `on_batch`
     receives each batch's metrics record and the updater (for logging and snapshots).
     `context_generate` replaces the student as reflector/curator (default: the student itself).
-    `engine` (resd.engines) generates answers, reflections and curations (default: the HF engine).
+    `engine` (resd.generation.engines) generates answers, reflections and curations (default: the HF engine).
     A sample succeeded when its reward >= `success_threshold`.
     """
     if batch_size < 1:
@@ -77,7 +77,7 @@ def grow_playbook(
         raise UserError(f"{env.name} has no training tasks to learn from (check --limit-train)")
     engine = engine or HFEngine(model, tokenizer, batch_size=batch_size)
     generate = context_generate or generate_fn(engine, top_p=top_p, stop_when=is_degenerate)
-    updater = ContextUpdater(context, generate, seed=seed, success_threshold=success_threshold)
+    updater = ContextUpdater(context, generate, seed=seed)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -98,19 +98,18 @@ def grow_playbook(
             prompts = [with_playbook(t.prompt, updater.playbook_text(t.id), template) for t in batch]
             answers = engine.sample(prompts, n=1, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                     seed=seed * 100_003 + step)
-            texts = [row[0].text for row in answers]
             rollout_time = time.perf_counter() - started
             phase("score")
-            outcomes = [row[0] for row in score_rollouts(env, batch, answers)]
+            samples = score_samples(env, batch, answers, success_threshold)
+            outcomes = [s.outcome for s in samples]
             phase("reflect+curate")
-            stats = updater.update(step, [ContextSample(t.id, t.prompt_text, text, o)
-                                          for t, text, o in zip(batch, texts, outcomes)])
+            stats = updater.update(step, samples)
             rollouts += len(batch)
             record = {
                 "step": step,
                 "rollouts": rollouts,
                 "reward_mean": sum(o.reward for o in outcomes) / len(outcomes),
-                "success_rate": sum(o.reward >= success_threshold for o in outcomes) / len(outcomes),
+                "success_rate": sum(s.succeeded for s in samples) / len(samples),
                 "acc_mean": sum(o.acc for o in outcomes) / len(outcomes),
                 "playbook_size": stats["context/playbook_size"],
                 "time/rollout": rollout_time,

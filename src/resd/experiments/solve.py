@@ -110,7 +110,7 @@ def solve(config: Any, *, model: Any = None, tokenizer: Any = None, env: Environ
     """Run the attempts with the trainer. Pass `model`/`tokenizer` to reuse a loaded model (it is
     trained in place: pass a copy to keep the original); `env` to reuse a built environment."""
     from resd.envs import get
-    from resd.report import read_jsonl
+    from resd.files import read_jsonl
     from resd.train.trainer import RESDTrainer
 
     inner = env if env is not None else get(config.env, **config.env_options)
@@ -124,7 +124,7 @@ def solve(config: Any, *, model: Any = None, tokenizer: Any = None, env: Environ
                 seconds=float(m.get("time/step", 0.0)))
         for m in read_jsonl(Path(run_dir) / "metrics.jsonl")
     ]
-    evals = read_jsonl(Path(run_dir) / "eval.jsonl") if (Path(run_dir) / "eval.jsonl").exists() else []
+    evals = read_jsonl(Path(run_dir) / "eval.jsonl", missing_ok=True)
     if not keep_weights:
         shutil.rmtree(Path(run_dir) / "checkpoints", ignore_errors=True)
     return SolveResult(task_id=task_id, attempts=attempts, run_dir=Path(run_dir), final_eval=evals[-1] if evals else None)

@@ -17,18 +17,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from resd.context import (ContextEngine, ContextPolicy, ContextUpdater, FirstErrorContext, PeerContext,
+from resd.context import (SLOT_NAMES, ContextEngine, ContextPolicy, ContextUpdater, FirstErrorContext, PeerContext,
                           PlaybookContext, TeacherSlots)
 from resd.context.reflect import is_degenerate
 from resd.distill.losses import LossSettings
 from resd.envs import Environment, Task
 from resd.errors import UserError
-from resd.engines import Engine, generate_fn, make_engine
+from resd.generation.engines import Engine, generate_fn, make_engine
+from resd.generation.sampling import GenerateFn
 from resd.train.config import RESDConfig, save_config
 from resd.train.ranks import Ranks
-from resd.train.rundir import RunDir
-from resd.train.teacher import EMATeacher, trainable_parameters
-from resd.train.update import PolicyUpdate
+from resd.run.rundir import RunDir
+from resd.policy.teacher import EMATeacher, trainable_parameters
+from resd.policy.update import ItemSettings, PolicyUpdate
 
 _TRACKER_PACKAGES = {"tensorboard": "tensorboard==2.21.0", "wandb": "wandb", "trackio": "trackio"}
 
@@ -90,12 +91,12 @@ def build_environment(cfg: RESDConfig) -> Environment:
     return get(cfg.env, **cfg.env_options)
 
 
-def stream_order(task_ids: list[str], *, seed: int, shuffle: bool, limit: int | None) -> list[int]:
+def stream_order(task_ids: list[str], *, seed: int, shuffle: bool) -> list[int]:
     """Indices of the training tasks in the order of the single pass."""
     order = list(range(len(task_ids)))
     if shuffle:
         random.Random(seed).shuffle(order)
-    return order[:limit] if limit is not None else order
+    return order
 
 
 def build_stream(env: Environment, cfg: RESDConfig) -> tuple[list[Task], list[list[Task]]]:
@@ -104,7 +105,7 @@ def build_stream(env: Environment, cfg: RESDConfig) -> tuple[list[Task], list[li
     tasks = env.tasks("train")
     if not tasks:
         raise UserError(f"environment {cfg.env!r} has no training tasks")
-    order = stream_order([t.id for t in tasks], seed=cfg.seed, shuffle=cfg.shuffle, limit=cfg.train_limit)
+    order = stream_order([t.id for t in tasks], seed=cfg.seed, shuffle=cfg.shuffle)
     stream = [tasks[i] for i in order]
     batches = [stream[i:i + cfg.batch_size] for i in range(0, len(stream), cfg.batch_size)]
     if cfg.max_batches is not None:
@@ -176,35 +177,44 @@ def build_generator(cfg: RESDConfig, policy: Policy) -> Engine:
                        batch_size=cfg.generation_batch_size, seed=cfg.seed)
 
 
-def build_context_engine(cfg: RESDConfig, policy: Policy, generator: Engine,
+def context_generate(cfg: RESDConfig, generator: Engine) -> GenerateFn:
+    """How the context engine calls the model (reflect, curate, first error): through `generator`,
+    the run's generation engine, stopping an answer once it loops (the parsers would reject it)."""
+    return generate_fn(generator, top_p=cfg.top_p, stop_when=is_degenerate)
+
+
+def build_context_engine(cfg: RESDConfig, tokenizer: Any, generate: GenerateFn,
                          slots: TeacherSlots | None = None) -> ContextEngine | None:
-    """The engine that builds each sample's teacher context (None for GRPO, which has no teacher).
-    `slots` overrides the config's (the outcome of `teacher_slots: auto`). Its model calls
-    (reflect, curate, first error) go through `generator`, the run's generation engine, and stop decoding an answer once it loops: the parsers would reject it anyway."""
+    """The engine that builds each sample's teacher context (None for GRPO, which has no teacher),
+    its model calls going through `generate` (`context_generate`). `slots` overrides the config's
+    (the outcome of `teacher_slots: auto`)."""
     if not cfg.distills:
         return None
     slots = (slots or cfg.teacher_slots).restricted_to(cfg.template)
-    rules = ContextPolicy(slots=slots, success_threshold=cfg.success_reward_threshold,
-                          use_peer_solution=cfg.use_peer_solution,
-                          dont_reprompt_on_self_success=cfg.dont_reprompt_on_self_success,
+    rules = ContextPolicy(slots=slots, dont_reprompt_on_self_success=cfg.dont_reprompt_on_self_success,
                           feedback_only_without_solution=cfg.environment_feedback_only_without_solution)
     if cfg.context_engine == "peers":
         return PeerContext(rules)
     if cfg.context_engine == "rosd":
-        return FirstErrorContext(rules, generate_fn(generator, stop_when=is_degenerate), policy.tokenizer,
-                                 max_new_tokens=cfg.context.reflection_max_new_tokens)
-    generate = generate_fn(generator, top_p=cfg.top_p, stop_when=is_degenerate)
+        return FirstErrorContext(rules, generate, tokenizer, max_new_tokens=cfg.context.reflection_max_new_tokens)
     # Reflections feed both the reflection slot and the curator; the curator feeds the playbook.
-    updater = ContextUpdater(cfg.context, generate, seed=cfg.seed, success_threshold=cfg.success_reward_threshold,
-                             reflect=slots.reflection or slots.playbook, curate=slots.playbook)
+    updater = ContextUpdater(cfg.context, generate, seed=cfg.seed, reflect=slots.reflection or slots.playbook,
+                             curate=slots.playbook, keep_solutions=slots.solution)
     return PlaybookContext(rules, updater)
+
+
+def item_settings(cfg: RESDConfig) -> ItemSettings:
+    """How the run turns samples and contexts into update items (`resd.policy.update.update_items`)."""
+    return ItemSettings(template=cfg.template, max_teacher_prompt_length=cfg.max_teacher_prompt_length,
+                        rebalance=(cfg.rebalance_a, cfg.rebalance_b) if cfg.rebalance and cfg.distills else None,
+                        advantages=cfg.rewards_advantages, advantage_scale=cfg.grpo_scale_rewards)
 
 
 def build_update(cfg: RESDConfig, policy: Policy, accelerator: Any, ranks: Ranks) -> PolicyUpdate:
     loss = LossSettings(mode=cfg.distillation_mode if cfg.distills else "policy_gradient",
                         alpha=cfg.distillation_alpha, topk=cfg.distillation_topk, add_tail=cfg.distillation_add_tail,
-                        ratio_min=cfg.ratio_min, ratio_max=cfg.ratio_max, eps_low=cfg.grpo_epsilon_low,
-                        eps_high=cfg.grpo_epsilon_high, pg_coef=cfg.pg_coef if cfg.distills else 0.0)
+                        ratio_min=cfg.ratio_min, ratio_max=cfg.ratio_max, pg_coef=cfg.pg_coef if cfg.distills else 0.0,
+                        token_mean="sampled" if cfg.rewards_advantages else "distilled")
     return PolicyUpdate(model=policy.model, student=policy.student, teacher=policy.teacher,
                         optimizer=policy.optimizer, scheduler=policy.scheduler, accelerator=accelerator, ranks=ranks,
                         loss=loss, pad_id=policy.pad_id, micro_batch_size=cfg.micro_batch_size,
@@ -215,7 +225,7 @@ def start_probe(cfg: RESDConfig, policy: Policy, env: Environment, run: RunDir, 
     """`resd probe` on the training split (never the test split) before any update: writes
     RUN/probe.json and RUN/probe.png, prints the verdict, and returns the helpful slots (what
     `teacher_slots: auto` keeps). A resumed run reads its probe back instead of probing again."""
-    from resd.train.probe import probe_settings, probe_teacher
+    from resd.experiments.probe import probe_settings, probe_teacher
 
     keep = None
     if ranks.main:
@@ -239,6 +249,4 @@ def start_probe(cfg: RESDConfig, policy: Policy, env: Environment, run: RunDir, 
 
 def automatic_slots(helpful: list[str]) -> TeacherSlots:
     """`teacher_slots: auto`: the slots the probe found helpful, the others off."""
-    from resd.train.probe import SLOTS
-
-    return TeacherSlots(**{s: s in helpful for s in SLOTS})
+    return TeacherSlots(**{s: s in helpful for s in SLOT_NAMES})

@@ -68,9 +68,9 @@ def result_line(run_dir) -> str:
         return ""
     s = json.loads(summary_path.read_text())
     final, chosen = s.get("final"), s.get("selected")
-    from resd.report import read_jsonl
+    from resd.files import read_jsonl
 
-    evals = read_jsonl(run_dir / "eval.jsonl") if (run_dir / "eval.jsonl").exists() else []
+    evals = read_jsonl(run_dir / "eval.jsonl", missing_ok=True)
     first = evals[0] if evals else None
     if not (first and final and chosen):
         return ""

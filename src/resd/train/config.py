@@ -24,12 +24,10 @@ from typing import Any, Literal
 import yaml
 
 from resd.context import ContextConfig, TeacherSlots
-from resd.engines import EngineSettings
+from resd.generation.engines import EngineSettings
 from resd.errors import UserError
 from resd.files import json_safe
-from resd.train.methods import METHODS, method_defaults
-
-CONTEXT_ENGINES = ("resd", "rosd", "peers")
+from resd.train.methods import CONTEXT_ENGINES, METHODS, method_defaults
 
 
 @dataclass
@@ -72,12 +70,11 @@ class RESDConfig:
     """Prompts per batch (paper: 32)."""
     shuffle: bool = True
     """Shuffle the training prompts once (seeded) before the single pass."""
-    train_limit: int | None = None
-    """Use only the first N training prompts (after shuffling); None = all."""
     max_batches: int | None = None
-    """Stop after this many batches; None = the whole pass."""
+    """How much of the pass to use: its first N batches (after shuffling); None = the whole pass."""
     max_steps: int | None = None
-    """Stop after this many policy updates in total; None = no limit."""
+    """A budget of policy updates in total (a run stops mid-batch when it is spent); None = no limit.
+    Unlike `max_batches` it counts updates, which early stopping makes vary per batch."""
 
     # --- inner loop ------------------------------------------------------------------------------
     inner_updates: int = 4
@@ -98,10 +95,11 @@ class RESDConfig:
     """Maximum new tokens per rollout."""
     max_prompt_length: int = 1024
     """Longest student prompt in tokens; longer prompts are an error naming the task."""
-    generation_batch_size: int = 8
-    """Sequences generated together by the HF engine (memory vs speed)."""
+    generation_batch_size: int | None = None
+    """Sequences generated together (memory vs speed), by either engine; for vLLM it also bounds
+    the KV cache a batch needs. None: 8 with the HF engine, 64 with vLLM."""
     generation: EngineSettings = field(default_factory=EngineSettings)
-    """The generation engine: `generation.backend: hf | vllm` and its settings (resd.engines)."""
+    """The generation engine: `generation.backend: hf | vllm` and its settings (resd.generation.engines)."""
 
     # --- optimiser -----------------------------------------------------------------------------
     learning_rate: float = 1e-6
@@ -164,22 +162,12 @@ class RESDConfig:
     """With `teacher_slots: auto`: training tasks the start-of-run probe measures."""
     probe_samples: int = 8
     """With `teacher_slots: auto`: answers sampled per probed task."""
-    context_engine: str = "resd"
-    """Who builds the teacher's context (resd.context.engine): "resd" reflects, curates a playbook
-    and buffers solutions (paper §3.3); "rosd" quotes each failure's first error and distils from
-    there (ROSD); "peers" shows successful group peers and feedback only (SDPO)."""
-    use_peer_solution: bool = True
-    """With N > 1, a successful response of the same prompt's group is the teacher's solution."""
     dont_reprompt_on_self_success: bool = False
     """Never show a sample its own success as the solution, nor distil a success without one (SDPO)."""
     environment_feedback_only_without_solution: bool = False
     """Drop the feedback when a solution is shown (SDPO's behaviour)."""
 
     # --- GRPO baseline ------------------------------------------------------------------------------
-    grpo_epsilon_low: float = 0.2
-    """Lower clip of the policy ratio."""
-    grpo_epsilon_high: float = 0.28
-    """Upper clip of the policy ratio (DAPO's clip-higher, as in the SDPO baseline)."""
     pg_coef: float = 0.0
     """Weight of a GRPO policy-gradient term added to the self-distillation loss (dGRPO-style): the
     reward teaches where the teacher cannot. Needs num_generations >= 2; 0 = pure
@@ -193,10 +181,9 @@ class RESDConfig:
     `context.reflection_max_new_tokens` is also the budget of ROSD's first-error reflector."""
 
     # --- evaluation, logging, checkpoints -------------------------------------------------------------
-    do_eval: bool = True
-    """Evaluate on the test split at all (false: train only, no checkpoint selection)."""
     eval_every: int | None = 4
-    """Evaluate every N policy updates (and before the first and after the last); None = start and end only."""
+    """Evaluate on the test split every N policy updates and after the last (and before the first,
+    see `eval_at_start`); None = after the last only; 0 = never (train only, no checkpoint selection)."""
     eval_k: int = 4
     """Samples per test task (mean@k / best@k; paper: 4)."""
     eval_limit: int | None = None
@@ -204,7 +191,7 @@ class RESDConfig:
     eval_max_new_tokens: int | None = None
     """Token budget for evaluation samples; None = max_completion_length."""
     eval_at_start: bool = True
-    """Evaluate the initial model (step 0)."""
+    """Also evaluate the initial model (step 0), which then competes in checkpoint selection."""
     base_eval_cache: str | None = None
     """JSON file holding a step-0 evaluation to reuse when it was made with the same model and
     evaluation settings (`resd compare` points every method of a seed at one file, so the base
@@ -223,12 +210,32 @@ class RESDConfig:
     """LoRA settings; None = full fine-tuning."""
 
     def __post_init__(self) -> None:
+        if self.generation_batch_size is None:
+            self.generation_batch_size = 64 if self.generation.backend == "vllm" else 8
         validate(self)
+
+    @property
+    def context_engine(self) -> str | None:
+        """Who builds the teacher's context, decided by the method (`methods.CONTEXT_ENGINES`):
+        "resd" reflects, curates a playbook and buffers solutions (paper §3.3); "rosd" quotes each
+        failure's first error and distils from there (ROSD); "peers" shows successful group peers
+        and feedback only (SDPO); None for GRPO."""
+        return CONTEXT_ENGINES[self.method]
+
+    @property
+    def evaluates(self) -> bool:
+        """The run evaluates on the test split at all (`eval_every` is not 0)."""
+        return self.eval_every != 0
 
     @property
     def distills(self) -> bool:
         """All methods but GRPO learn by self-distillation."""
         return self.method != "grpo"
+
+    @property
+    def rewards_advantages(self) -> bool:
+        """Every sample carries its group-relative advantage: GRPO, or distillation with pg_coef > 0."""
+        return not self.distills or self.pg_coef > 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML/JSON-safe values (tuples become lists)."""
@@ -276,14 +283,13 @@ def validate(cfg: RESDConfig) -> None:
     sizes = ("batch_size", "inner_updates", "min_updates", "num_generations", "max_completion_length",
              "max_prompt_length", "generation_batch_size", "micro_batch_size", "distillation_topk",
              "max_teacher_prompt_length", "eval_k", "probe_tasks", "probe_samples", "checkpoint_every")
-    optional_sizes = ("train_limit", "max_batches", "max_steps", "eval_every", "eval_limit", "eval_max_new_tokens")
+    optional_sizes = ("max_batches", "max_steps", "eval_limit", "eval_max_new_tokens")
     numbers = ("temperature", "top_p", "learning_rate", "weight_decay", "adam_beta1", "adam_beta2", "max_grad_norm",
                "distillation_alpha", "ratio_min", "ratio_max", "rebalance_a", "rebalance_b",
-               "success_reward_threshold", "teacher_update_rate", "grpo_epsilon_low", "grpo_epsilon_high", "pg_coef")
+               "success_reward_threshold", "teacher_update_rate", "pg_coef")
     checks: list[tuple[bool, str]] = [
         (cfg.method in METHODS, f"method={cfg.method!r}: choose one of {', '.join(METHODS)}"),
-        (cfg.context_engine in CONTEXT_ENGINES,
-         f"context_engine={cfg.context_engine!r}: choose one of {', '.join(CONTEXT_ENGINES)}"),
+        (cfg.eval_every is None or cfg.eval_every >= 0, f"eval_every must be >= 0 or null (got {cfg.eval_every})"),
         *((getattr(cfg, k) >= 1, f"{k} must be >= 1 (got {getattr(cfg, k)})") for k in sizes),
         *((getattr(cfg, k) is None or getattr(cfg, k) >= 1, f"{k} must be >= 1 or null (got {getattr(cfg, k)})")
           for k in optional_sizes),
@@ -302,8 +308,6 @@ def validate(cfg: RESDConfig) -> None:
         (cfg.ratio_max is None or cfg.ratio_max > 0, "ratio_max must be > 0 or null"),
         (cfg.rebalance_a >= 0 and cfg.rebalance_b >= 0, "rebalance_a and rebalance_b must be >= 0"),
         (0 <= cfg.teacher_update_rate <= 1, "teacher_update_rate (eta) must be in [0, 1]"),
-        (0 <= cfg.grpo_epsilon_low < 1 and cfg.grpo_epsilon_high >= 0,
-         "grpo_epsilon_low must be in [0, 1) and grpo_epsilon_high >= 0"),
         (cfg.distillation_mode != "sampled_token" or cfg.distillation_alpha == 1.0,
          "distillation_mode=sampled_token estimates the reverse KL only: set distillation_alpha=1"),
         (cfg.method != "grpo" or cfg.num_generations >= 2,
@@ -472,8 +476,14 @@ _RENAMED: dict[str, tuple[str, Any]] = {
     "include_previous_trial": ("teacher_slots.previous_trial", lambda v: v),
     "no_reflection": ("teacher_slots.reflection", lambda v: not v),
     "no_playbook": ("teacher_slots.playbook", lambda v: not v),
-    "no_solution_buffer": ("context.use_solution_buffer", lambda v: not v),
+    "no_solution_buffer": ("teacher_slots.solution", lambda v: not v),
+    "use_peer_solution": ("teacher_slots.solution", lambda v: v),
+    "do_eval": ("eval_every", lambda v: None if v else 0),
 }
+
+
+_ONLY_WHEN_FALSE = {"use_peer_solution", "do_eval"}
+"""Renamed switches whose `true` is now simply what resd does (only `false` maps to a new value)."""
 
 
 def migrate_deprecated(data: dict[str, Any], *, warn: Any = None) -> dict[str, Any]:
@@ -487,20 +497,46 @@ def migrate_deprecated(data: dict[str, Any], *, warn: Any = None) -> dict[str, A
     for old, (new, convert) in _RENAMED.items():
         if old in data:
             value = data.pop(old)
+            if old in _ONLY_WHEN_FALSE and value is True:
+                say(f"config key {old!r} is deprecated and true is what resd always does (the old key goes in resd 0.3)")
+                continue
             shown = f"{new}={str(convert(value)).lower()}" if isinstance(value, bool) else new
             say(f"config key {old!r} is deprecated: use {shown} (the old key goes in resd 0.3)")
             if isinstance(value, bool):
                 _set(data, new, convert(value), keep_existing=True)
-    if "is_clip" in data:
-        data.pop("is_clip")
-        say("config key 'is_clip' is deprecated and has no effect: every update is on-policy, so the "
-            "importance weight is 1 (the old key goes in resd 0.3)")
+    for old in ("is_clip", "grpo_epsilon_low", "grpo_epsilon_high"):
+        if old in data:
+            data.pop(old)
+            say(f"config key {old!r} is deprecated and has no effect: every update is on-policy, so the "
+                "policy ratio is 1 and nothing is clipped (the old key goes in resd 0.3)")
     if "use_context" in data or "error_suffix_mask" in data:
         use_context, suffix = data.pop("use_context", None), data.pop("error_suffix_mask", None)
         engine = "resd" if use_context is True else ("rosd" if suffix is True else "peers")
-        say(f"config keys 'use_context'/'error_suffix_mask' are deprecated: use context_engine={engine} "
-            f"(resd, rosd or peers; the old keys go in resd 0.3)")
+        say("config keys 'use_context'/'error_suffix_mask' are deprecated: the method decides the context "
+            "engine (the old keys go in resd 0.3)")
         data.setdefault("context_engine", engine)
+    if "context_engine" in data:
+        engine = data.pop("context_engine")
+        method = data.get("method", "resd")
+        say("config key 'context_engine' is deprecated: the method decides it (resd: resd, sdpo/sdpo_ss: "
+            "peers, rosd: rosd; the old key goes in resd 0.3)")
+        if method in CONTEXT_ENGINES and CONTEXT_ENGINES[method] not in (None, engine):
+            raise UserError(f"bad config: context_engine={engine!r} is not method={method}'s "
+                            f"({CONTEXT_ENGINES[method]}); choose the method whose context engine you want")
+    if "train_limit" in data:
+        limit = data.pop("train_limit")
+        say("config key 'train_limit' is deprecated: use max_batches (the pass is cut at whole batches; "
+            "the old key goes in resd 0.3)")
+        if limit is not None:
+            batches = -(-int(limit) // int(data.get("batch_size", RESDConfig.batch_size)))
+            data["max_batches"] = min(batches, data.get("max_batches") or batches)
+    generation = data.get("generation") if isinstance(data.get("generation"), dict) else {}
+    if "max_num_seqs" in generation:
+        value = data["generation"].pop("max_num_seqs")
+        say("config key 'generation.max_num_seqs' is deprecated: use generation_batch_size (one batch size "
+            "for both engines; the old key goes in resd 0.3)")
+        if generation.get("backend") == "vllm":
+            data["generation_batch_size"] = value
     if "reflection_max_new_tokens" in data:
         value = data.pop("reflection_max_new_tokens")
         say("config key 'reflection_max_new_tokens' is deprecated: use context.reflection_max_new_tokens "
@@ -508,6 +544,12 @@ def migrate_deprecated(data: dict[str, Any], *, warn: Any = None) -> dict[str, A
         # It used to budget ROSD's reflector only (RESD's came from the context section).
         if data.get("method") == "rosd":
             _set(data, "context.reflection_max_new_tokens", value)
+    if "use_solution_buffer" in context:
+        value = data["context"].pop("use_solution_buffer")
+        say("config key 'context.use_solution_buffer' is deprecated: use teacher_slots.solution (the buffer "
+            "is kept when the teacher reads solutions; the old key goes in resd 0.3)")
+        if value is False:
+            _set(data, "teacher_slots.solution", False)
     if "success_threshold" in context:
         value = data["context"].pop("success_threshold")
         say("config key 'context.success_threshold' is deprecated: use success_reward_threshold "
@@ -533,7 +575,7 @@ def build_dataclass(cls: type, data: dict[str, Any], *, prefix: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [k for k in data if k not in fields]
     if unknown:
-        raise UserError(f"unknown config key {prefix + unknown[0]!r}; valid keys: {', '.join(sorted(fields))}")
+        raise UserError(f"unknown config key {prefix + str(unknown[0])!r}; valid keys: {', '.join(sorted(fields))}")
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _coerce(value, hints[name], prefix + name)
@@ -583,13 +625,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise UserError(f"config key {key!r}: expected a mapping, got {value!r}")
         return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise UserError(f"config key {key!r}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"config key {key!r}: expected an integer, got {value!r}")
+    if tp in _EXACT:
+        what, ok = _EXACT[tp]
+        if not ok(value):
+            raise UserError(f"config key {key!r}: expected {what}, got {value!r}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -601,11 +640,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                     pass
             raise UserError(f"config key {key!r}: expected a number, got {value!r}")
         return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise UserError(f"config key {key!r}: expected a string, got {value!r}")
-        return value
     return value
+
+
+_EXACT: dict[type, tuple[str, Any]] = {
+    bool: ("true/false", lambda v: isinstance(v, bool)),
+    int: ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    str: ("a string", lambda v: isinstance(v, str)),
+}
+"""Types a config value must have as written (a bool is not an int here, as in YAML)."""
 
 
 def save_config(cfg: RESDConfig, path: Path) -> None:

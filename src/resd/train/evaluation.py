@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from resd.eval.evaluate import evaluate
+from resd.eval.metrics import METRIC_KEYS
 from resd.files import write_json_atomic
 from resd.train.config import RESDConfig
 
-EVAL_KEYS = ("per_task_mean@k", "per_task_best@k", "per_case_mean@k", "per_case_best@k")
 
 BASE_EVAL_KEYS = ("model", "dtype", "lora", "env", "env_options", "seed", "eval_k", "eval_limit",
                   "eval_max_new_tokens", "max_completion_length", "max_prompt_length", "temperature", "top_p",
@@ -37,11 +37,11 @@ def read_base_eval(path: str | None, identity: dict[str, Any]) -> dict[str, Any]
     if not isinstance(saved, dict) or saved.get("identity") != json.loads(json.dumps(identity)):
         return None
     result = saved.get("result")
-    return result if isinstance(result, dict) and all(k in result for k in EVAL_KEYS) else None
+    return result if isinstance(result, dict) and all(k in result for k in METRIC_KEYS) else None
 
 
 def write_base_eval(path: str, identity: dict[str, Any], result: dict[str, Any]) -> None:
-    keep = {k: result[k] for k in (*EVAL_KEYS, "k", "n_tasks") if k in result}
+    keep = {k: result[k] for k in (*METRIC_KEYS, "k", "n_tasks") if k in result}
     write_json_atomic(Path(path), {"identity": identity, "result": keep})
 
 

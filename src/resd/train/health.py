@@ -12,7 +12,7 @@ consecutive updates produces one warning line, and another only after it has cle
 * vanishing gradient: the gradient norm fell under 1% of the run's first one (or under 1e-8);
 * entropy collapse: the student's entropy on its own samples fell under 10% of the first value;
 * teacher disagrees: the teacher did not prefer what the environment accepted (teacher advantage
-  <= 0, see `resd.train.update.UpdateResult`): distillation then pulls towards the failures.
+  <= 0, see `resd.policy.update.UpdateResult`): distillation then pulls towards the failures.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class HealthMonitor:
         for key, value in values.items():
             if isinstance(value, (int, float)) and value > 0 and key not in self.first:
                 self.first[key] = float(value)
-        signal = record.get("distill_tokens", 0) > 0 and record.get("distill_fraction", 0) > 0
+        signal = record.get("loss_tokens", 0) > 0 and record.get("signal_fraction", 0) > 0
         grad, entropy = values["grad_norm"], values["entropy"]
         advantage = record.get("health/teacher_advantage")
         solved = record.get("success_rate", 0) >= 1

@@ -16,9 +16,7 @@ _SDPO: dict[str, Any] = {
     "num_generations": 8,
     "teacher_update_rate": 0.05,
     "template": "sdpo",
-    "context_engine": "peers",
     "teacher_slots": {"previous_trial": False},
-    "use_peer_solution": True,
     "dont_reprompt_on_self_success": True,
     "environment_feedback_only_without_solution": True,
 }
@@ -31,7 +29,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "num_generations": 1,
         "teacher_update_rate": 1e-4,
         "template": "resd",
-        "context_engine": "resd",
         "teacher_slots": {"previous_trial": True},
         "dont_reprompt_on_self_success": False,
         "environment_feedback_only_without_solution": False,
@@ -46,9 +43,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "num_generations": 8,
         "teacher_update_rate": 0.0,
         "template": "rosd",
-        "context_engine": "rosd",
         "teacher_slots": {"previous_trial": False, "feedback": False},
-        "use_peer_solution": True,
         "dont_reprompt_on_self_success": True,
         "environment_feedback_only_without_solution": True,
         "context": {"reflection_max_new_tokens": 256},
@@ -64,10 +59,18 @@ PRESETS: dict[str, dict[str, Any]] = {
 METHODS: tuple[str, ...] = tuple(PRESETS)
 """Every training method, in the order commands list them."""
 
+METHOD_NAMES: dict[str, str] = {"resd": "RESD", "sdpo": "SDPO", "sdpo_ss": "SDPO+ss", "rosd": "ROSD", "grpo": "GRPO"}
+"""Display names as in the paper's tables."""
+
+CONTEXT_ENGINES: dict[str, str | None] = {"resd": "resd", "sdpo": "peers", "sdpo_ss": "peers", "rosd": "rosd",
+                                          "grpo": None}
+"""Who builds each method's teacher context (`resd.context.engine`): RESD's playbook engine, SDPO's
+peers, ROSD's first-error reflector; GRPO has no teacher."""
+
 ABLATIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "no_reflection": ("w/o reflection", {"teacher_slots": {"reflection": False}}),
     "no_playbook": ("w/o playbook", {"teacher_slots": {"playbook": False}}),
-    "no_solution_buffer": ("w/o solution buffer", {"context": {"use_solution_buffer": False}}),
+    "no_solution_buffer": ("w/o solution buffer", {"teacher_slots": {"solution": False}}),
 }
 """RESD's teacher-prompt ablations (paper Table 3): name -> (row label, config values)."""
 
@@ -83,6 +86,9 @@ def method_defaults(method: str) -> dict[str, Any]:
 
 def ablations_of(config: dict[str, Any]) -> list[str]:
     """Names of the ABLATIONS a saved config (RUN/config.yaml as a dict) has switched on."""
+    from resd.train.config import migrate_deprecated  # a config saved by an older resd names old keys
+
+    config = migrate_deprecated(config)
     def off(values: dict[str, Any], node: dict[str, Any]) -> bool:
         return all(isinstance(node.get(k), dict) and off(v, node[k]) if isinstance(v, dict) else node.get(k) is v
                    for k, v in values.items())

@@ -2,11 +2,13 @@
 
     for batch in stream:                            one streaming pass (paper §3.3)
         for k in range(K):                          K updates on the same prompts, each re-generating
-            rollout   N samples per prompt          Alg. 1 line 3    (resd.generation.sample)
+            rollout   N samples per prompt          Alg. 1 line 3    (resd.generation.sampling.sample)
             score     reward, acc, feedback         line 4           (env.score_many)
             context   concise / reflect / curate,   lines 5-15       (resd.context engine: one call)
                       buffer; a TeacherContext per sample
-            update    teacher forward, loss,        lines 16-18      (resd.train.update)
+            items     teacher prompts, weights,     lines 15-16      (resd.policy.update.update_items)
+                      masks, advantages
+            update    teacher forward, loss,        lines 16-18      (resd.policy.update)
                       one AdamW step
             EMA       theta_T <- (1 - eta) theta_T + eta theta        line 19
             log       metrics.jsonl, playbook snapshot, eval, checkpoint
@@ -21,10 +23,12 @@ Departures from the paper's text, each deliberate:
   and no importance weight is needed.
 
 GRPO runs in this same loop (same stream, K, lr, batch): group-relative advantages without std
-scaling (Dr. GRPO, as the SDPO repository's baseline) and the clipped surrogate with clip-higher
-(eps 0.2 / 0.28), token mean. With num_iterations=1 its objective equals TRL GRPOTrainer's with
-loss_type="dapo", beta=0; we do not drive `trl.GRPOTrainer` because it owns its data loader and
-cannot follow a one-pass stream with K re-generations per batch.
+scaling (Dr. GRPO, as the SDPO repository's baseline) and the on-policy policy gradient, token
+mean over every sampled token. Each update is on-policy, so the PPO ratio is 1 and a clip range
+would change nothing (`resd.distill.losses.policy_gradient_per_token`). With num_iterations=1 its
+objective equals TRL GRPOTrainer's with loss_type="dapo", beta=0; we do not drive
+`trl.GRPOTrainer` because it owns its data loader and cannot follow a one-pass stream with K
+re-generations per batch.
 
 With several processes the rollouts are sharded over ranks and gathered, rank 0 runs the context
 engine and every rank takes its answer, and the update is split over ranks (resd.train.ranks).
@@ -45,23 +49,22 @@ from typing import Any, Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from resd.context import ContextStep, ScoredSample, fit_teacher_prompt, teacher_messages, teacher_stats
-from resd.distill.losses import group_advantages, success_rate_weights
+from resd.context import ContextStep
 from resd.errors import UserError
-from resd.eval.metrics import select_checkpoint
-from resd.eval.scoring import score_rollouts
+from resd.eval.metrics import METRIC_KEYS, select_checkpoint
 from resd.files import UnreadableFile, read_regular_text, replace_dir_atomic, write_json_atomic
-from resd.generation import encode_prompts
+from resd.generation.sampling import encode_prompts
 from resd.train.build import (automatic_slots, build_accelerator, build_context_engine, build_environment,
                               build_generator, build_policy, build_run_dir, build_stream, build_update,
-                              seed_everything, start_probe)
-from resd.train.checkpoint import find_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+                              context_generate, item_settings, seed_everything, start_probe)
+from resd.run.checkpoint import find_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from resd.train.config import RESDConfig, config_from_dict, parse_yaml
-from resd.train.evaluation import EVAL_KEYS, evaluate_at
+from resd.train.evaluation import evaluate_at
 from resd.train.health import HealthMonitor
 from resd.train.ranks import Ranks
-from resd.train.rundir import RunDir
-from resd.train.update import PhaseTimes, distillation_items, policy_gradient_items, with_policy_gradient
+from resd.run.rundir import RunDir
+from resd.rollout import Sample, in_batch_order, score_samples
+from resd.policy.update import PhaseTimes, update_items
 
 
 CONTEXT_TOTALS = ("reflection_requests", "reflections", "reflections_unrelated", "reflection_parse_failures",
@@ -198,9 +201,10 @@ class RESDTrainer:
         auto = cfg.distills and cfg.teacher_slots == "auto"
         helpful = start_probe(cfg, self.policy, self.env, self.run, self.ranks) if auto or cfg.probe_at_start else []
         self.generator = build_generator(cfg, self.policy)
-        self.engine = build_context_engine(cfg, self.policy, self.generator,
-                                           automatic_slots(helpful) if auto else None)
+        self.context_engine = build_context_engine(cfg, self.tokenizer, context_generate(cfg, self.generator),
+                                                   automatic_slots(helpful) if auto else None)
         self.update = build_update(cfg, self.policy, self.acc, self.ranks)
+        self.item_settings = item_settings(cfg)
         self.state = RunState(data_order=[t.id for t in self.stream])
         if self.resume_from is not None:
             self._restore()
@@ -233,8 +237,8 @@ class RESDTrainer:
         if state["data_order"] != self.state.data_order:
             raise UserError("the environment's training tasks differ from the checkpoint's data order; "
                             "resume with the same environment version and options")
-        if self.engine is not None and context_state is not None:
-            self.engine.load_state_dict(context_state)
+        if self.context_engine is not None and context_state is not None:
+            self.context_engine.load_state_dict(context_state)
         self.generator.sync(self.student)  # the engine was built from the weights before the restore
         self.state = RunState(**state)
         if self.main:
@@ -265,7 +269,7 @@ class RESDTrainer:
                     if self._out_of_steps():
                         break
                     record = self._iteration(self.batches[b], b, k)
-                    leave = k + 1 == cfg.inner_updates or self._no_more_gain(record["reward_mean"], k)
+                    leave = k + 1 == cfg.inner_updates or self._no_more_gain(record, k)
                     self._after_update(record, position=(b + 1, 0) if leave else (b, k + 1))
                     if leave:
                         break
@@ -299,14 +303,14 @@ class RESDTrainer:
     def _out_of_steps(self) -> bool:
         return self.cfg.max_steps is not None and self.state.step >= self.cfg.max_steps
 
-    def _no_more_gain(self, reward_mean: float, k: int) -> bool:
-        """Early stop (`early_stop`, after `min_updates`): every sample solved, or the batch's mean
-        reward did not improve on its best so far."""
+    def _no_more_gain(self, record: dict[str, Any], k: int) -> bool:
+        """Early stop (`early_stop`, after `min_updates`): every sample succeeded, or the batch's
+        mean reward did not improve on its best so far."""
         cfg, st = self.cfg, self.state
-        best = st.batch_best_reward
+        reward_mean, best = record["reward_mean"], st.batch_best_reward
         st.batch_best_reward = reward_mean if best is None else max(best, reward_mean)
         return cfg.early_stop and k + 1 >= cfg.min_updates and (
-            reward_mean >= 1.0 or (best is not None and reward_mean <= best))
+            record["success_rate"] == 1.0 or (best is not None and reward_mean <= best))
 
     def _count(self, record: dict[str, Any]) -> None:
         st = self.state
@@ -334,7 +338,7 @@ class RESDTrainer:
         st.batch, st.iteration = position
         if self.main:
             self.run.log_metrics(record)
-            context_state = self.engine.state_dict() if self.engine is not None else None
+            context_state = self.context_engine.state_dict() if self.context_engine is not None else None
             if context_state is not None:
                 self.run.snapshot_playbook(st.step, context_state)
             self.run.log_context_outputs(st.step, self._context_outputs)
@@ -355,19 +359,17 @@ class RESDTrainer:
     # ==========================================================================================
 
     def _iteration(self, tasks: list, batch_index: int, iteration: int) -> dict[str, Any]:
-        cfg = self.cfg
         t_step = _now()
         times = dict.fromkeys(("rollout", "scoring", "reflection", "curation", "teacher_forward", "student_step",
                                "weight_sync"), 0.0)
 
         samples = self._rollout_and_score(tasks, times)
         context = self._context_step(samples, times)
-        rewards = [s.outcome.reward for s in samples]
         record: dict[str, Any] = {
             "batch": batch_index, "iteration": iteration, "rollouts_this_step": len(samples),
-            "reward_mean": float(np.mean(rewards)),
+            "reward_mean": float(np.mean([s.outcome.reward for s in samples])),
             "acc_mean": float(np.mean([s.outcome.acc for s in samples])),
-            "success_rate": float(np.mean([r >= cfg.success_reward_threshold for r in rewards])),
+            "success_rate": float(np.mean([s.succeeded for s in samples])),
             "truncated_fraction": float(np.mean([s.truncated for s in samples])),
             "completion_tokens_mean": float(np.mean([len(s.completion_ids) for s in samples])),
             "judge_errors": sum("judge_error" in s.outcome.details for s in samples),
@@ -377,22 +379,12 @@ class RESDTrainer:
         # Teacher prompts, teacher forward, loss, one optimiser step (Alg. 1 lines 16-18).
         self.generator.sleep()  # vLLM on a GPU frees its KV cache while the trainer needs the memory
         self.update.times = PhaseTimes()
-        if context is not None:
-            items, stats = self._distillation_items(samples, context)
-            n_tokens = None
-            if cfg.pg_coef:  # both terms averaged over every sampled response token
-                adv = group_advantages([s.outcome.reward for s in samples], cfg.num_generations,
-                                       scale=cfg.grpo_scale_rewards).tolist()
-                items = with_policy_gradient(items, samples, adv)
-                n_tokens = sum(len(s.completion_ids) for s in samples)
-                stats["advantage_abs_mean"] = float(np.mean(np.abs(adv)))
-            result = self.update.apply(items, n_tokens)
-        else:
-            items, stats, n_tokens = self._policy_gradient_items(samples)
-            result = self.update.apply(items, n_tokens)
+        batch = update_items(samples, context.contexts if context is not None else None, self.item_settings,
+                             self.tokenizer)
+        result = self.update.apply(batch.items, batch.response_tokens)
+        record.update(batch.stats)
         times["teacher_forward"] = self.update.times.teacher_forward
         times["student_step"] = self.update.times.student_step
-        record.update(stats)
         record.update(result.metrics())
         context_stats = context.stats if context is not None else {}
         record["playbook_size"] = int(context_stats.get("context/playbook_size", 0))
@@ -408,9 +400,9 @@ class RESDTrainer:
         record["time/step"] = _now() - t_step
         return record
 
-    def _rollout_and_score(self, tasks: list, times: dict[str, float]) -> list[ScoredSample]:
+    def _rollout_and_score(self, tasks: list, times: dict[str, float]) -> list[Sample]:
         """This rank's share of the prompts, N samples each, scored; then every rank's samples,
-        ordered by prompt (the N samples of a prompt consecutive)."""
+        ordered by prompt (the N samples of a prompt consecutive) and numbered."""
         cfg = self.cfg
         t0 = _now()
         mine = self.ranks.share(list(range(len(tasks))))
@@ -421,75 +413,32 @@ class RESDTrainer:
         times["rollout"] = _now() - t0
 
         t0 = _now()
-        outcomes = score_rollouts(self.env, [tasks[i] for i in mine], rollouts)
-        local = [(i, ScoredSample(tasks[i], i, r.text, r.prompt_ids, r.completion_ids, r.truncated, outcome))
-                 for i, row, scored in zip(mine, rollouts, outcomes) for r, outcome in zip(row, scored)]
+        local = score_samples(self.env, [tasks[i] for i in mine], rollouts, cfg.success_reward_threshold, groups=mine)
         times["scoring"] = _now() - t0
-        return [s for _, s in sorted(self.ranks.gather(local), key=lambda pair: pair[0])]  # stable: group, then j
+        return in_batch_order(self.ranks.gather(local))
 
-    def _context_step(self, samples: list[ScoredSample], times: dict[str, float]) -> ContextStep | None:
+    def _context_step(self, samples: list[Sample], times: dict[str, float]) -> ContextStep | None:
         """The context engine's step on rank 0 (before the policy update, Alg. 1 lines 5-15); every
         rank takes its contexts and, for engines with memory, its state."""
         self._context_outputs: list[dict[str, Any]] = []
-        if self.engine is None:
+        if self.context_engine is None:
             return None
         shared_state = self.ranks.world > 1  # other ranks mirror the playbook and buffer
         payload = None
         if self.main:
-            result = self.engine.step(self.state.step, samples)
-            payload = (result, self.engine.state_dict() if shared_state else None)
+            result = self.context_engine.step(self.state.step, samples)
+            payload = (result, self.context_engine.state_dict() if shared_state else None)
         result, state = self.ranks.from_main(payload)
         if state is not None:
             if not self.main:
-                self.engine.load_state_dict(state)
-            digests = self.ranks.gather([hashlib.sha256(json.dumps(self.engine.state_dict(), sort_keys=True)
+                self.context_engine.load_state_dict(state)
+            digests = self.ranks.gather([hashlib.sha256(json.dumps(self.context_engine.state_dict(), sort_keys=True)
                                                         .encode()).hexdigest()])
             result.stats["context/ranks_identical"] = float(len(set(digests)) == 1)
         times["curation"] = result.stats.pop("time/curation", 0.0)
         times["reflection"] = result.stats.pop("time/reflection", 0.0)
         self._context_outputs = result.outputs
         return result
-
-    def _distillation_items(self, samples: list[ScoredSample], context: ContextStep) -> tuple[list, dict[str, Any]]:
-        """Each distilled sample's teacher prompt (fitted to the budget) and weight (App. B)."""
-        cfg = self.cfg
-        contexts = context.contexts
-        weights = (success_rate_weights([s.outcome.reward for s in samples], cfg.success_reward_threshold,
-                                        cfg.rebalance_a, cfg.rebalance_b).tolist()
-                   if cfg.rebalance else [1.0] * len(samples))
-        teacher_ids: list[list[int] | None] = []
-        truncated = 0
-        for s, c in zip(samples, contexts):
-            if not (c.distill and s.completion_ids):
-                teacher_ids.append(None)
-                continue
-            ids, fit = fit_teacher_prompt(self.tokenizer, teacher_messages(cfg.template, s.task.prompt, c),
-                                          cfg.max_teacher_prompt_length)
-            truncated += int(fit.get("teacher/truncated", 0))
-            teacher_ids.append(ids)
-        items = distillation_items(samples, contexts, teacher_ids, weights, cfg.success_reward_threshold)
-        lengths = [len(ids) for ids in teacher_ids if ids is not None]
-        stats = {
-            "distill_samples": len(items),
-            "distill_fraction": len(items) / max(1, len(samples)),
-            **teacher_stats(contexts),
-            "teacher/truncated": truncated,
-            "teacher/prompt_tokens_mean": float(np.mean(lengths)) if lengths else 0.0,
-        }
-        return items, stats
-
-    def _policy_gradient_items(self, samples: list[ScoredSample]) -> tuple[list, dict[str, Any], int]:
-        """GRPO: group-relative advantages (samples come N per prompt, consecutively). Samples with
-        a zero advantage add nothing to the gradient but their tokens count in the token mean."""
-        cfg = self.cfg
-        adv = group_advantages([s.outcome.reward for s in samples], cfg.num_generations,
-                               scale=cfg.grpo_scale_rewards).tolist()
-        items = policy_gradient_items(samples, adv)
-        n_tokens = sum(len(it.mask) for it in items)
-        active = [it for it in items if it.advantage != 0.0]
-        stats = {"advantage_abs_mean": float(np.mean(np.abs(adv))) if adv else 0.0,
-                 "distill_samples": len(active), "distill_fraction": len(active) / max(1, len(samples))}
-        return active, stats, n_tokens
 
     def _check_prompt_lengths(self, tasks: list) -> None:
         for task, ids in zip(tasks, encode_prompts(self.tokenizer, [t.prompt for t in tasks])):
@@ -504,16 +453,16 @@ class RESDTrainer:
     def _evaluate_and_keep(self, step: int) -> None:
         """Evaluate on the test split (main process), log it, and keep the weights for selection."""
         cfg, st = self.cfg, self.state
-        if not cfg.do_eval or any(int(e["step"]) == step for e in st.eval_history):
+        if not cfg.evaluates or any(int(e["step"]) == step for e in st.eval_history):
             return
         if self.main:
             result = evaluate_at(cfg, step, self.student, self.tokenizer, self.env, self.generator)
-            row = {"step": step, "rollouts": st.rollouts, **{k: float(result[k]) for k in EVAL_KEYS},
+            row = {"step": step, "rollouts": st.rollouts, **{k: float(result[k]) for k in METRIC_KEYS},
                    "k": int(result.get("k", cfg.eval_k)), "n_tasks": int(result.get("n_tasks", 0))}
             self.run.log_eval(row)
             self._save_weights(self.run.eval_weights(step))
             if cfg.report_to:
-                self.acc.log({f"eval/{k}": row[k] for k in EVAL_KEYS}, step=step)
+                self.acc.log({f"eval/{k}": row[k] for k in METRIC_KEYS}, step=step)
             st.eval_history.append(row)
             self.policy.model.train()
         st.eval_history = self.ranks.from_main(st.eval_history)
@@ -531,7 +480,7 @@ class RESDTrainer:
         if self.main:
             save_checkpoint(self.run.latest, model=p.student, teacher=p.teacher, optimizer=p.optimizer,
                             scheduler=p.scheduler,
-                            context_state=self.engine.state_dict() if self.engine is not None else None,
+                            context_state=self.context_engine.state_dict() if self.context_engine is not None else None,
                             state=dataclasses.asdict(self.state), rng_states=rngs)
         self.ranks.barrier()
 
@@ -543,7 +492,7 @@ class RESDTrainer:
                                    "rollouts": self.state.rollouts, "run_dir": str(self.run.root),
                                    "selected_step": None, "selected": None, "final": None}
         if history:
-            index = select_checkpoint([{k: e[k] for k in EVAL_KEYS} for e in history])
+            index = select_checkpoint([{k: e[k] for k in METRIC_KEYS} for e in history])
             chosen = history[index]
             summary.update(selected_step=int(chosen["step"]), selected=chosen, final=history[-1])
             source = self.run.eval_weights(int(chosen["step"]))

@@ -1,14 +1,15 @@
 """One policy update: typed items in, one optimiser step out (paper Alg. 1 lines 16-19).
 
-    items  = distillation_items(...) or policy_gradient_items(...)   one UpdateItem per sample
-    result = PolicyUpdate.apply(items, n_tokens)                      forward, backward, AdamW step
+    batch  = update_items(samples, contexts, settings, tokenizer)    one UpdateItem per sample that teaches
+    result = PolicyUpdate.apply(batch.items, batch.response_tokens)  forward, backward, AdamW step
 
 The per-token loss comes from `resd.distill.per_token_loss` (one dispatch over the modes); it is
 reduced here, once, by the token-mean form of the paper's Eq. 3:
 
     loss = sum_i w_i sum_t m_it l_it / n_tokens
 
-with `n_tokens` the masked tokens of the whole update over all ranks. Each rank computes its
+with `n_tokens` chosen by `LossSettings.token_mean` (the masked tokens of the whole update, or
+every sampled response token of the batch), counted over all ranks. Each rank computes its
 share of the numerator and divides by that global count, times the number of ranks because DDP
 averages gradients; the gradient then equals a single process's on the same items.
 """
@@ -19,13 +20,17 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
+import numpy as np
 import torch
 
-from resd.distill.losses import LossSettings, per_token_loss, sequence_logprobs
+from resd.context import fit_teacher_prompt, teacher_messages, teacher_stats
+from resd.distill.losses import (LossSettings, group_advantages, per_token_loss, sequence_logprobs,
+                                 success_rate_weights)
 from resd.distill.masks import error_suffix_mask
-from resd.train.packing import pack, response_logits
+from resd.rollout import Sample, groups_of
+from resd.policy.packing import pack, response_logits
 from resd.train.ranks import Ranks
 
 
@@ -47,13 +52,15 @@ class UpdateItem:
     """Policy gradient: the sample's group-relative advantage A_i."""
     succeeded: bool = False
     """Whether the environment accepted the sample (signs the teacher advantage, see UpdateResult)."""
+    sample: int = -1
+    """The sample's index in the step's batch (how items are matched to samples, never by content)."""
 
 
 @dataclass
 class UpdateResult:
     loss: float = 0.0
     """The reduced loss of the update (Eq. 3, token mean)."""
-    distill_tokens: int = 0
+    loss_tokens: int = 0
     """n_tokens: the masked tokens the loss is averaged over."""
     updated: bool = False
     """False when nothing carried a learning signal and no optimiser step was taken."""
@@ -71,7 +78,7 @@ class UpdateResult:
     its own samples (a collapse shows as this falling towards 0)."""
 
     def metrics(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"loss": self.loss, "distill_tokens": self.distill_tokens, "grad_norm": self.grad_norm}
+        out: dict[str, Any] = {"loss": self.loss, "loss_tokens": self.loss_tokens, "grad_norm": self.grad_norm}
         for name in ("teacher_advantage", "divergence", "entropy"):
             value = getattr(self, name)
             if value is not None:
@@ -87,45 +94,111 @@ class PhaseTimes:
     student_step: float = 0.0
 
 
-def distillation_items(samples: Sequence[Any], contexts: Sequence[Any], teacher_prompt_ids: Sequence[list[int] | None],
-                       weights: Sequence[float], success_threshold: float) -> list[UpdateItem]:
-    """One item per distilled sample with a response: its teacher prompt, weight, and the mask
-    from its context's first distilled token on."""
-    items = []
-    for s, c, teacher_ids, w in zip(samples, contexts, teacher_prompt_ids, weights, strict=True):
-        if not c.distill or not s.completion_ids:
+@dataclass(frozen=True)
+class ItemSettings:
+    """How a step's samples and contexts become update items (built from the run's config)."""
+
+    template: str = "resd"
+    """The teacher-prompt template the contexts are rendered with."""
+    max_teacher_prompt_length: int = 4096
+    """Teacher prompts are fitted to this many tokens (longest slot shortened first)."""
+    rebalance: tuple[float, float] | None = None
+    """(a, b) of the success-rate weights (App. B Eq. 2); None = every weight 1."""
+    advantages: bool = False
+    """Every sample carries its group-relative advantage (GRPO; dGRPO-style with pg_coef > 0)."""
+    advantage_scale: Literal["none", "group"] = "none"
+    """Divide advantages by the group's std ("group") or not (Dr. GRPO, "none")."""
+
+
+@dataclass
+class UpdateBatch:
+    """What one policy update consumes: the items, the batch's sampled response tokens (the
+    denominator of the "sampled" token mean, see `LossSettings.token_mean`) and the metrics
+    describing how the items were made."""
+
+    items: list[UpdateItem]
+    response_tokens: int
+    stats: dict[str, Any]
+
+
+def group_advantages_of(samples: Sequence[Sample], scale: Literal["none", "group"]) -> list[float]:
+    """A_i of every sample (in sample order), each group's rewards centred on its own mean."""
+    by_index: dict[int, float] = {}
+    for group in groups_of(samples):
+        for s, a in zip(group.samples, group_advantages(group.rewards, len(group.samples), scale=scale).tolist()):
+            by_index[s.index] = a
+    return [by_index[s.index] for s in samples]
+
+
+def update_items(samples: Sequence[Sample], contexts: Sequence[Any] | None, settings: ItemSettings,
+                 tokenizer: Any) -> UpdateBatch:
+    """The one place a step's samples become update items (paper Alg. 1 lines 15-16).
+
+    With `contexts` (a `TeacherContext` per sample: self-distillation) each distilled sample with a
+    response gets its teacher prompt (rendered from its context, fitted to the budget), its weight
+    (App. B) and the mask from the context's first distilled token; with `settings.advantages` the
+    other samples join with their advantage and no distilled token. Without contexts (GRPO) every
+    sample with a non-zero advantage is an item. Items carry their sample's index."""
+    response_tokens = sum(len(s.completion_ids) for s in samples)
+    advantages = group_advantages_of(samples, settings.advantage_scale) if settings.advantages else None
+    stats: dict[str, Any] = {}
+    if contexts is None:
+        if advantages is None:
+            raise ValueError("an update without a teacher needs advantages")
+        items = [UpdateItem(s.prompt_ids, s.completion_ids, [1.0] * len(s.completion_ids), advantage=float(a),
+                            succeeded=s.succeeded, sample=s.index)
+                 for s, a in zip(samples, advantages, strict=True) if s.completion_ids and a != 0.0]
+        taught = len(items)
+    else:
+        items, stats = _distillation_items(samples, contexts, settings, tokenizer)
+        taught = len(items)
+        if advantages is not None:
+            items = _with_advantages(items, samples, advantages)
+    stats = {"signal_samples": taught, "signal_fraction": taught / max(1, len(samples)), **stats}
+    if advantages is not None:
+        stats["advantage_abs_mean"] = float(np.mean(np.abs(advantages))) if advantages else 0.0
+    return UpdateBatch(items, response_tokens, stats)
+
+
+def _distillation_items(samples: Sequence[Sample], contexts: Sequence[Any], settings: ItemSettings, tokenizer: Any
+                        ) -> tuple[list[UpdateItem], dict[str, Any]]:
+    weights = (success_rate_weights([s.succeeded for s in samples], *settings.rebalance).tolist()
+               if settings.rebalance is not None else [1.0] * len(samples))
+    items, lengths, truncated = [], [], 0
+    for s, c, w in zip(samples, contexts, weights, strict=True):
+        if not (c.distill and s.completion_ids):
             continue
+        ids, fit = fit_teacher_prompt(tokenizer, teacher_messages(settings.template, s.task.prompt, c),
+                                      settings.max_teacher_prompt_length)
+        truncated += int(fit.get("teacher/truncated", 0))
+        lengths.append(len(ids))
         mask = [float(m) for m in error_suffix_mask(len(s.completion_ids), c.distill_from)]
-        items.append(UpdateItem(s.prompt_ids, s.completion_ids, mask, weight=float(w),
-                                teacher_prompt_ids=list(teacher_ids),
-                                succeeded=s.outcome.reward >= success_threshold))
-    return items
+        items.append(UpdateItem(s.prompt_ids, s.completion_ids, mask, weight=float(w), teacher_prompt_ids=list(ids),
+                                succeeded=s.succeeded, sample=s.index))
+    stats = {**teacher_stats(contexts), "teacher/truncated": truncated,
+             "teacher/prompt_tokens_mean": float(np.mean(lengths)) if lengths else 0.0}
+    return items, stats
 
 
-def with_policy_gradient(items: list[UpdateItem], samples: Sequence[Any], advantages: Sequence[float]
-                         ) -> list[UpdateItem]:
+def _with_advantages(items: list[UpdateItem], samples: Sequence[Sample], advantages: Sequence[float]
+                     ) -> list[UpdateItem]:
     """dGRPO-style: every sample also carries its group advantage. Distilled items keep their
     teacher and mask; the other samples join with no distilled token (their teacher prompt is the
-    student's own, masked out) when their advantage is not 0."""
-    by_ids = {(tuple(it.prompt_ids), tuple(it.completion_ids)): it for it in items}
+    student's own, masked out) when their advantage is not 0. Items are matched to samples by
+    index: two identical answers to one prompt are two samples, each with its own term."""
+    by_index = {it.sample: it for it in items}
     out = []
     for s, a in zip(samples, advantages, strict=True):
         if not s.completion_ids:
             continue
-        item = by_ids.pop((tuple(s.prompt_ids), tuple(s.completion_ids)), None)
+        item = by_index.get(s.index)
         if item is not None:
             out.append(replace(item, advantage=float(a)))
         elif a != 0.0:
             out.append(UpdateItem(s.prompt_ids, s.completion_ids, [0.0] * len(s.completion_ids),
-                                  teacher_prompt_ids=list(s.prompt_ids), advantage=float(a)))
+                                  teacher_prompt_ids=list(s.prompt_ids), advantage=float(a),
+                                  succeeded=s.succeeded, sample=s.index))
     return out
-
-
-def policy_gradient_items(samples: Sequence[Any], advantages: Sequence[float]) -> list[UpdateItem]:
-    """One item per sample with a response, carrying its advantage (GRPO)."""
-    return [UpdateItem(s.prompt_ids, s.completion_ids, [1.0] * len(s.completion_ids), advantage=float(a),
-                       succeeded=a > 0)
-            for s, a in zip(samples, advantages, strict=True) if s.completion_ids]
 
 
 @dataclass
@@ -149,11 +222,15 @@ class PolicyUpdate:
     temperature: float = 1.0
     times: PhaseTimes = field(default_factory=PhaseTimes)
 
-    def apply(self, items: list[UpdateItem], n_tokens: int | None = None) -> UpdateResult:
-        """Take one optimiser step on `items` (the same list on every rank). `n_tokens` defaults to
-        the items' masked tokens; GRPO passes the tokens of every sample of the batch, including
-        those whose zero advantage made them items of no consequence."""
-        n_tokens = n_tokens if n_tokens is not None else int(sum(sum(it.mask) for it in items))
+    def apply(self, items: list[UpdateItem], response_tokens: int | None = None) -> UpdateResult:
+        """Take one optimiser step on `items` (the same list on every rank). The token mean's
+        denominator is the loss settings' `token_mean`: the items' masked tokens ("distilled"), or
+        `response_tokens`, every sampled response token of the batch, including those of samples
+        whose zero advantage left them out of the items ("sampled"; default: the items' own)."""
+        if self.loss.token_mean == "distilled":
+            n_tokens = int(sum(sum(it.mask) for it in items))
+        else:
+            n_tokens = response_tokens if response_tokens is not None else sum(len(it.mask) for it in items)
         if not items or n_tokens == 0:
             return UpdateResult()  # nothing to learn from (e.g. SDPO with no success and no feedback)
         world = self.ranks.world
@@ -188,7 +265,7 @@ class PolicyUpdate:
         total = sum(self.ranks.gather([float(weighted_sum)]))
         tokens, advantage, divergence, nll = [sum(col) for col in zip(*self.ranks.gather([self._health.tolist()]))]
         teacher = self.teacher is not None and tokens > 0
-        return UpdateResult(loss=total / n_tokens, distill_tokens=n_tokens, updated=True, grad_norm=grad_norm,
+        return UpdateResult(loss=total / n_tokens, loss_tokens=n_tokens, updated=True, grad_norm=grad_norm,
                             teacher_advantage=advantage / tokens if teacher else None,
                             divergence=divergence / tokens if teacher else None,
                             entropy=nll / tokens if tokens > 0 else None)

@@ -5,7 +5,7 @@ and curation, and the ROSD reflector.
     rollouts = engine.sample(prompts, n=8, max_new_tokens=512, temperature=1.0, top_p=0.95, seed=s)
     engine.sync(model)            # after every optimiser step: the engine samples from the new weights
 
-* `HFEngine` samples with the model being trained (`resd.generation.sample`); `sync` is free.
+* `HFEngine` samples with the model being trained (`resd.generation.sampling.sample`); `sync` is free.
 * `VLLMEngine` runs vLLM in this process next to the trainer (colocated), built once from the
   student's weights. `sync` pushes the new weights in place (`reload_weights`, LoRA merged into
   the base weights first) and resets the prefix cache; `verify` checks that the engine's log-probs
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
 from resd.errors import UserError
-from resd.generation import (STOP_CHECK_EVERY, GenerateFn, PromptLike, Rollout, encode_prompts, eos_token_ids,
+from resd.generation.sampling import (STOP_CHECK_EVERY, GenerateFn, PromptLike, Rollout, encode_prompts, eos_token_ids,
                              sample)
 
 BACKENDS = ("hf", "vllm")
@@ -55,18 +55,14 @@ class EngineSettings:
     """vLLM on a CPU: memory for the KV cache, in GiB."""
     sleep: bool = True
     """vLLM on a GPU: free the KV cache while the trainer updates (sleep mode), wake it for rollouts."""
-    max_num_seqs: int = 64
-    """vLLM: sequences decoded together (also bounds the KV cache a batch needs: a seeded request
-    must never be pre-empted, or vLLM's CPU sampler fails). The HF engine batches by the config's
-    `generation_batch_size`."""
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise UserError(f"generation.backend={self.backend!r}: choose hf or vllm")
         if self.verify_every is not None and self.verify_every < 1:
             raise UserError("generation.verify_every must be >= 1 or null")
-        if not 0 < self.gpu_memory_utilization <= 1 or not self.kv_cache_gb > 0 or self.max_num_seqs < 1:
-            raise UserError("generation: gpu_memory_utilization in (0, 1], kv_cache_gb > 0 and max_num_seqs >= 1")
+        if not 0 < self.gpu_memory_utilization <= 1 or not self.kv_cache_gb > 0:
+            raise UserError("generation: gpu_memory_utilization in (0, 1] and kv_cache_gb > 0")
 
 
 class Engine(Protocol):
@@ -206,7 +202,7 @@ class VLLMEngine:
     name = "vllm"
 
     def __init__(self, model: Any, tokenizer: Any, settings: EngineSettings, *, max_model_len: int,
-                 seed: int = 0) -> None:
+                 batch_size: int = 64, seed: int = 0) -> None:
         if not vllm_available():
             raise UserError(VLLM_INSTALL_HINT)
         import torch
@@ -230,7 +226,9 @@ class VLLMEngine:
             # Seeded requests must never be split or pre-empted (vLLM's CPU sampler cannot resume
             # them): no chunked prefill, and a batch the KV cache can hold.
             enable_chunked_prefill=False, max_num_batched_tokens=max(self.max_model_len, 2048),
-            max_num_seqs=settings.max_num_seqs, enable_prefix_caching=True,
+            # Sequences decoded together (the config's generation_batch_size), which also bounds the
+            # KV cache a batch needs: a seeded request must never be pre-empted.
+            max_num_seqs=batch_size, enable_prefix_caching=True,
         )
         if on_gpu:
             kwargs.update(gpu_memory_utilization=settings.gpu_memory_utilization, enable_sleep_mode=settings.sleep)
@@ -361,5 +359,5 @@ def make_engine(settings: EngineSettings, model: Any, tokenizer: Any, *, max_mod
                 seed: int = 0) -> Engine:
     """The engine `settings.backend` names, for `model` (the one being trained)."""
     if settings.backend == "vllm":
-        return VLLMEngine(model, tokenizer, settings, max_model_len=max_model_len, seed=seed)
+        return VLLMEngine(model, tokenizer, settings, max_model_len=max_model_len, batch_size=batch_size, seed=seed)
     return HFEngine(model, tokenizer, batch_size=batch_size)

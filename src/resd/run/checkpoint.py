@@ -25,8 +25,8 @@ from safetensors.torch import load_file, save_file
 
 from resd.errors import UserError
 from resd.files import old_copy, read_json_file, replace_dir_atomic, require_regular_file
-from resd.train.rundir import read_rng_state, read_run_state
-from resd.train.teacher import trainable_parameters
+from resd.policy.teacher import trainable_parameters
+from resd.run.rundir import read_rng_state, read_run_state
 
 
 def rng_state() -> dict[str, Any]:

@@ -21,7 +21,9 @@ from typing import Any, Callable, Sequence, Union
 
 Message = dict[str, str]
 PromptLike = Union[str, Sequence[Message]]
-GenerateFn = Callable[..., list[str]]
+GenerateFn = Callable[[list[PromptLike], int, float], list[str]]
+"""generate(prompts, max_new_tokens, temperature) -> one completion per prompt (temperature 0 =
+greedy): how the context engines call a model. `resd.generation.engines.generate_fn(engine)` builds one."""
 
 
 @dataclass

@@ -70,3 +70,16 @@ def response_logits(model: torch.nn.Module, packed: Packed, temperature: float =
     if temperature > 0 and temperature != 1.0:
         logits = logits / temperature
     return logits
+
+
+@torch.no_grad()
+def answer_logprobs(model: torch.nn.Module, prompt_ids: list[int], answers: list[list[int]], pad_id: int,
+                    temperature: float = 1.0) -> list[float]:
+    """sum_t log p(answer_t | prompt, answer_<t) for each answer, scored as the update scores a
+    response (`pack`, `response_logits`, `sequence_logprobs`): what `resd probe` compares."""
+    from resd.distill.losses import sequence_logprobs
+
+    device = next(model.parameters()).device
+    packed = pack([prompt_ids] * len(answers), answers, pad_id, device)
+    logprobs = sequence_logprobs(response_logits(model, packed, temperature), packed.completion_ids)
+    return (logprobs * packed.completion_mask).sum(-1).tolist()

@@ -24,25 +24,24 @@ training config runs this on the training split at the start and keeps only help
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from resd.context import (ContextConfig, ContextSample, ContextUpdater, TeacherContext, TeacherSlots, fit_teacher_prompt,
-                          teacher_messages)
+from resd.context import (SLOT_NAMES, ContextConfig, ContextPolicy, ContextUpdater, PlaybookContext, TeacherSlots,
+                          fit_teacher_prompt, teacher_messages)
 from resd.context.reflect import is_degenerate
-from resd.envs import Environment
+from resd.envs import Environment, Outcome
 from resd.errors import UserError
 from resd.eval.metrics import mean_ci
-from resd.eval.scoring import score_rollouts
 from resd.files import write_json_atomic
-from resd.engines import HFEngine, generate_fn
-from resd.generation import encode_prompts, eos_token_ids, sample
+from resd.generation.engines import HFEngine, generate_fn
+from resd.generation.sampling import encode_prompts, eos_token_ids
+from resd.rollout import groups_of, score_samples
+from resd.policy.packing import answer_logprobs
 
-SLOTS: tuple[str, ...] = ("feedback", "previous_trial", "reflection", "playbook", "solution")
-"""The teacher-prompt slots in the order the cumulative variants add them."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +79,7 @@ class TaskEvidence:
 
 def _variants(template_slots: TeacherSlots) -> list[tuple[str, tuple[str, ...]]]:
     """(name, slots) of every variant: each slot alone, then the slots added in order."""
-    usable = [s for s in SLOTS if getattr(template_slots, s)]
+    usable = template_slots.on()  # SLOT_NAMES order: the order the cumulative variants add them
     alone = [(f"alone:{s}", (s,)) for s in usable]
     cumulative = [(f"cumulative:{s}", tuple(usable[:i + 1])) for i, s in enumerate(usable)]
     return alone + cumulative
@@ -140,7 +139,7 @@ class ProbeResult:
         return line
 
     def to_dict(self) -> dict[str, Any]:
-        variants = [name for name, _ in _variants(TeacherSlots(**{s: s in self.template_slots for s in SLOTS}))]
+        variants = [name for name, _ in _variants(TeacherSlots(**{s: s in self.template_slots for s in SLOT_NAMES}))]
         return {
             "env": self.env, "model": self.model, "settings": asdict(self.settings),
             "probed_tasks": len(self.evidence), "skipped": self.skipped, "template_slots": self.template_slots,
@@ -186,42 +185,18 @@ def plot_probe(result: ProbeResult, path: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------
-# Scoring answers under prompts
-# ----------------------------------------------------------------------------------------------
-
-@torch.no_grad()
-def answer_logprobs(model: Any, prompt_ids: list[int], answers: list[list[int]], temperature: float) -> list[float]:
-    """sum_t log p(answer_t | prompt, answer_<t) for each answer, the prompt computed once."""
-    device = next(model.parameters()).device
-    model.eval()
-    scale = temperature if temperature > 0 else 1.0
-    out = model(input_ids=torch.tensor([prompt_ids], device=device), use_cache=True)
-    first = torch.log_softmax(out.logits[0, -1].float() / scale, dim=-1)
-    cache = out.past_key_values
-    width = max(len(a) for a in answers)
-    cache.batch_repeat_interleave(len(answers))
-    ids = torch.tensor([a + [a[-1]] * (width - len(a)) for a in answers], device=device)
-    mask = torch.tensor([[1] * (len(prompt_ids) + width)] * len(answers), device=device)
-    positions = torch.arange(len(prompt_ids), len(prompt_ids) + width, device=device).expand(len(answers), -1)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                   use_cache=True).logits.float() / scale
-    rest = torch.log_softmax(logits[:, :-1], dim=-1)
-    totals = []
-    for row, a in enumerate(answers):
-        lp = float(first[a[0]])
-        if len(a) > 1:
-            lp += float(rest[row, torch.arange(len(a) - 1), torch.tensor(a[1:], device=device)].sum())
-        totals.append(lp)
-    return totals
-
-
-# ----------------------------------------------------------------------------------------------
 # The probe
 # ----------------------------------------------------------------------------------------------
 
 def probe_teacher(model: Any, tokenizer: Any, env: Environment, settings: ProbeSettings, *,
                   context: ContextConfig | None = None, model_name: str = "", progress: bool = True) -> ProbeResult:
-    """Measure the teacher advantage per slot on `settings.tasks` training tasks of `env`."""
+    """Measure the teacher advantage per slot on `settings.tasks` training tasks of `env`.
+
+    The answers are sampled through the HF engine and scored by `resd.rollout.score_samples`; the
+    failures' teacher contexts come from RESD's context engine (`PlaybookContext`, every slot on,
+    the good answer as the failure's successful peer); each variant's teacher prompt is rendered by
+    `teacher_messages` with only its slots switched on, as in training; answers are scored by
+    `resd.policy.packing.answer_logprobs`, the update's own forward."""
     import random
 
     from tqdm.auto import tqdm
@@ -234,73 +209,67 @@ def probe_teacher(model: Any, tokenizer: Any, env: Environment, settings: ProbeS
     tasks = tasks[:settings.tasks]
     skipped = {"no_failure": 0, "no_good_answer": 0}
 
+    engine = HFEngine(model, tokenizer, batch_size=settings.batch_size)
     with torch.random.fork_rng():  # the probe never shifts a training run's random stream
-        rollouts = sample(model, tokenizer, [t.prompt for t in tasks], n=settings.samples,
-                          max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
-                          top_p=settings.top_p, batch_size=settings.batch_size, seed=settings.seed,
-                          progress="probe: sampling" if progress else None)
-    outcomes = score_rollouts(env, tasks, rollouts)
+        rollouts = engine.sample([t.prompt for t in tasks], n=settings.samples, max_new_tokens=settings.max_new_tokens,
+                                 temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed,
+                                 progress="probe: sampling" if progress else None)
     eos = eos_token_ids(model, tokenizer)[0]
-    picked = []
-    for task, rows, scored in zip(tasks, rollouts, outcomes):
-        ok = [o.reward >= settings.success_threshold for o in scored]
-        failure = next((j for j, good in enumerate(ok) if not good and rows[j].completion_ids), None)
-        success = next((j for j, good in enumerate(ok) if good and rows[j].completion_ids), None)
+    picked, batch = [], []
+    for group in groups_of(score_samples(env, tasks, rollouts, settings.success_threshold)):
+        task = group.task
+        failure = next((s for s in group.samples if not s.succeeded and s.completion_ids), None)
+        success = next((s for s in group.successes() if s.completion_ids), None)
         reference = env.reference_solution(task)
         if failure is None:
             skipped["no_failure"] += 1
             continue
         if reference:
-            good_ids = list(tokenizer(reference, add_special_tokens=False)["input_ids"]) + [eos]
-            good_source, solution = "reference", rows[success].text if success is not None else reference
+            good_ids, good_source = list(tokenizer(reference, add_special_tokens=False)["input_ids"]) + [eos], "reference"
         elif success is not None:
-            good_ids, good_source, solution = rows[success].completion_ids, "sampled", rows[success].text
+            good_ids, good_source = success.completion_ids, "sampled"
         else:
             skipped["no_good_answer"] += 1
             continue
-        picked.append((task, rows[failure], scored[failure], good_ids, good_source, solution))
+        # The teacher's solution: a sampled success when there is one, else the reference.
+        good = success or replace(failure, text=reference, completion_ids=good_ids, succeeded=True,
+                                  outcome=Outcome(reward=1.0, acc=1.0, feedback=""))
+        picked.append((task, failure, good_ids, good_source))
+        batch += [replace(failure, index=len(batch)), replace(good, index=len(batch) + 1)]
 
-    # One RESD context update over the failures: reflections and the playbook curated from them.
-    generate = generate_fn(HFEngine(model, tokenizer, batch_size=settings.batch_size), stop_when=is_degenerate)
-    updater = ContextUpdater(context or ContextConfig(), generate, seed=settings.seed,
-                             success_threshold=settings.success_threshold)
-    if picked:
-        updater.update(1, [ContextSample(t.id, t.prompt_text, r.text, o) for t, r, o, *_ in picked])
+    # One RESD context step over the failures: reflections and the playbook curated from them.
+    updater = ContextUpdater(context or ContextConfig(), generate_fn(engine, stop_when=is_degenerate), seed=settings.seed)
+    contexts = PlaybookContext(ContextPolicy(), updater).step(1, batch).contexts[::2] if picked else []
 
     variants = _variants(template_slots)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     evidence = []
+    model.eval()
     bar = tqdm(total=len(picked), desc="probe: scoring", unit="task", disable=not progress, dynamic_ncols=True)
-    for task, failed, outcome, good_ids, good_source, solution in picked:
-        content = {"feedback": outcome.feedback.strip() or None, "previous_trial": failed.text or None,
-                   "reflection": updater.reflection(task.id), "playbook": updater.playbook_text(task.id) or None,
-                   "solution": solution}
+    for (task, failed, good_ids, good_source), context in zip(picked, contexts):
+        content = context.slot_values()
         answers = [good_ids, failed.completion_ids]
-        student = answer_logprobs(model, encode_prompts(tokenizer, [task.prompt])[0], answers, settings.temperature)
+        student = answer_logprobs(model, encode_prompts(tokenizer, [task.prompt])[0], answers, pad_id,
+                                  settings.temperature)
         row = TaskEvidence(task.id, good_source, len(good_ids), len(failed.completion_ids),
-                           shown={s: bool(content[s]) for s in SLOTS})
+                           shown={s: bool(content[s]) for s in SLOT_NAMES})
         cache: dict[tuple[str, ...], list[float]] = {}
         for name, slots in variants:
             present = tuple(s for s in slots if content[s])
             if not present or (name.startswith("alone:") and present != slots):
                 continue  # that slot is empty for this task: no evidence either way
             if present not in cache:
-                ctx = TeacherContext(distill=True, **{s: content[s] for s in present})
-                ids, _ = fit_teacher_prompt(tokenizer, teacher_messages(settings.template, task.prompt, ctx),
+                shown = TeacherSlots(**{s: s in present for s in SLOT_NAMES})
+                ids, _ = fit_teacher_prompt(tokenizer, teacher_messages(settings.template, task.prompt, context, shown),
                                             settings.max_teacher_prompt_length)
-                cache[present] = answer_logprobs(model, ids, answers, settings.temperature)
+                cache[present] = answer_logprobs(model, ids, answers, pad_id, settings.temperature)
             teacher = cache[present]
             row.advantage[name] = (teacher[0] - student[0], teacher[1] - student[1])
         evidence.append(row)
         bar.update(1)
     bar.close()
     return ProbeResult(env=env.name, model=model_name, settings=settings, evidence=evidence, skipped=skipped,
-                       template_slots=[s for s in SLOTS if getattr(template_slots, s)])
-
-
-def choose_slots(result: ProbeResult) -> TeacherSlots:
-    """`teacher_slots: auto`: the slots whose margin alone was positive; the rest off."""
-    keep = set(result.helpful_slots())
-    return TeacherSlots(**{s: s in keep for s in SLOTS})
+                       template_slots=template_slots.on())
 
 
 # ----------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from resd.files import (UnreadableFile, json_safe, loads_bounded, read_json_file, read_regular_text,
+from resd.files import (UnreadableFile, json_safe, read_json_file, read_jsonl,
                         write_json_atomic, write_text_atomic)
 
 _SNAPSHOT_NAME = re.compile(r"step_(\d{1,12})\.json")
@@ -176,33 +176,13 @@ class RunDir:
         write_json_atomic(self.summary, summary)
 
     # resume -----------------------------------------------------------------------------------------
-    @staticmethod
-    def read_jsonl(path: Path) -> list[dict[str, Any]]:
-        """The JSON-object lines of a run log (a regular file, bounded). A line cut by a kill or
-        damaged (bad JSON, a huge integer, not an object) is dropped; the lines after it stay."""
-        try:
-            text = read_regular_text(path)
-        except FileNotFoundError:
-            return []
-        rows = []
-        for line in text.splitlines():
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                row = loads_bounded(line)
-            except UnreadableFile:
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-        return rows
-
     def truncate_after(self, step: int) -> None:
         """Drop log lines and snapshots from steps after the checkpoint (they will be redone)."""
         for path in (self.metrics, self.evals, self.context_log):
             if not path.exists():
                 continue
-            rows = [r for r in self.read_jsonl(path) if (at := row_step(r)) is not None and at <= step]
+            rows = [r for r in read_jsonl(path, missing_ok=True, skip_damaged=True)
+                    if (at := row_step(r)) is not None and at <= step]
             write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
         for snap in self.playbooks.glob("step_*.json"):
             at = snapshot_step(snap.name)
