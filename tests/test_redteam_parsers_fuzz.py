@@ -15,7 +15,7 @@ from resd.context.playbook import Playbook
 from resd.context.reflect import parse_curation, parse_reflection, parse_success_tags
 from resd.envs.text import extract_python, printable, strip_reasoning
 from resd.errors import UserError
-from resd.files import UnreadableFile, loads_bounded
+from resd.files import UnreadableFile, loads_bounded, read_jsonl
 from resd.run.rundir import RunDir, read_rng_state, read_run_state
 
 json_values = st.recursive(
@@ -81,7 +81,7 @@ def test_run_log_reader_never_raises(tmp_path, lines):
     run = RunDir(tmp_path)
     run.create()
     run.metrics.write_text("\n".join(lines), encoding="utf-8")
-    rows = run.read_jsonl(run.metrics)
+    rows = read_jsonl(run.metrics, skip_damaged=True)
     assert all(isinstance(r, dict) for r in rows)
     run.truncate_after(3)
 
