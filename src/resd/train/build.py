@@ -27,6 +27,7 @@ from resd.engines import Engine, generate_fn, make_engine
 from resd.train.config import RESDConfig, save_config
 from resd.train.ranks import Ranks
 from resd.train.rundir import RunDir
+from resd.train.precision import load_dtype, run_precision
 from resd.train.teacher import EMATeacher, trainable_parameters
 from resd.train.update import PolicyUpdate
 
@@ -43,7 +44,7 @@ def build_accelerator(cfg: RESDConfig, run_root: Path | None) -> Any:
     # `accelerate launch --cpu`, whose single process `resd train` turns into N ranks:
     # resd/train/launch.py).
     on_cpu = not torch.cuda.is_available() and not torch.backends.mps.is_available()
-    return Accelerator(cpu=on_cpu, log_with=cfg.report_to or None,
+    return Accelerator(cpu=on_cpu, log_with=cfg.report_to or None, mixed_precision=run_precision(cfg).accelerate_name,
                        project_dir=str(run_root) if run_root else None)
 
 
@@ -131,12 +132,14 @@ class Policy:
 def build_policy(cfg: RESDConfig, accelerator: Any, *, model: Any = None, tokenizer: Any = None) -> Policy:
     """Load (or take) the model, add LoRA adapters, make the EMA teacher, the optimiser and the
     learning-rate schedule, and hand model and optimiser to accelerate."""
+    precision = run_precision(cfg)  # float32 masters with half-precision compute (resd.train.precision)
     if model is not None:
-        model.to(accelerator.device)
+        model.to(accelerator.device, dtype=load_dtype(precision, lora=cfg.lora is not None))
     else:
         from resd.models import load
 
-        model, tokenizer = load(cfg.model, dtype=cfg.dtype, device=accelerator.device)
+        model, tokenizer = load(cfg.model, dtype=load_dtype(precision, lora=cfg.lora is not None),
+                                device=accelerator.device)
     if cfg.lora is not None:
         from peft import LoraConfig, get_peft_model
 
@@ -151,7 +154,7 @@ def build_policy(cfg: RESDConfig, accelerator: Any, *, model: Any = None, tokeni
         if cfg.lora is not None:
             model.enable_input_require_grads()
     model.train()
-    teacher = (EMATeacher(model, cfg.teacher_update_rate, adapter_only=cfg.lora is not None)
+    teacher = (EMATeacher(model, cfg.teacher_update_rate, adapter_only=cfg.lora is not None, precision=precision)
                if cfg.distills else None)
     optimizer = torch.optim.AdamW(list(trainable_parameters(model).values()), lr=cfg.learning_rate,
                                   betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay)

@@ -61,7 +61,14 @@ class RESDConfig:
     model: str = "smollm2-135m"
     """Model spec: Hugging Face id, local directory, .gguf file, or alias (smollm2-135m, tiny-random)."""
     dtype: str | None = None
-    """Model dtype ("float32", "bfloat16", ...); None keeps the loader's default."""
+    """Compute dtype ("float32", "bfloat16", "float16", "auto" = the checkpoint's); None = float32
+    on a CPU, the checkpoint's own dtype on a GPU. See `mixed_precision` for what a half-precision
+    dtype stores the weights in (resd.train.precision)."""
+    mixed_precision: bool = True
+    """With a half-precision dtype: keep float32 master weights, gradients, AdamW state and EMA
+    teacher and compute forward/backward in that dtype (the paper's runs: verl's FSDP
+    MixedPrecision). False stores the weights themselves in half precision (at lr 1e-6 most updates
+    round away)."""
     seed: int = 0
     """Seed for data order, sampling, context-engine randomness and initialisation."""
     output_dir: str | None = None

@@ -505,11 +505,11 @@ class RESDTrainer:
     def _checkpoint(self) -> None:
         p = self.policy
         rngs = self.ranks.gather([rng_state()])
-        if self.main:
-            save_checkpoint(self.run.latest, model=p.student, teacher=p.teacher, optimizer=p.optimizer,
-                            scheduler=p.scheduler,
-                            context_state=self.engine.state_dict() if self.engine is not None else None,
-                            state=dataclasses.asdict(self.state), rng_states=rngs)
+        # Every rank takes part (a sharded model's tensors are gathered); the main process writes.
+        save_checkpoint(self.run.latest, model=p.student, teacher=p.teacher, optimizer=p.optimizer,
+                        scheduler=p.scheduler,
+                        context_state=self.engine.state_dict() if self.engine is not None and self.main else None,
+                        state=dataclasses.asdict(self.state), rng_states=rngs, main=self.main)
         self.ranks.barrier()
 
     def _finish(self, wall_time: float) -> None:
