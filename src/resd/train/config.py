@@ -69,6 +69,11 @@ class RESDConfig:
     teacher and compute forward/backward in that dtype (the paper's runs: verl's FSDP
     MixedPrecision). False stores the weights themselves in half precision (at lr 1e-6 most updates
     round away)."""
+    strategy: str | None = None
+    """How the run is spread over processes, as the launcher set it up: "single", "ddp" or "fsdp2"
+    (`accelerate launch --config_file configs/accelerate/fsdp2.yaml`). None: whatever the launch
+    gives; the run writes what it got into its config.yaml, and a value here must match the launch
+    (so a run resumes under the strategy its checkpoints were written by). resd.train.sharding."""
     seed: int = 0
     """Seed for data order, sampling, context-engine randomness and initialisation."""
     output_dir: str | None = None
@@ -257,6 +262,8 @@ def validate(cfg: RESDConfig) -> None:
                "success_reward_threshold", "teacher_update_rate", "grpo_epsilon_low", "grpo_epsilon_high", "pg_coef")
     checks: list[tuple[bool, str]] = [
         (cfg.method in METHODS, f"method={cfg.method!r}: choose one of {', '.join(METHODS)}"),
+        (cfg.strategy in (None, "single", "ddp", "fsdp2"),
+         f"strategy={cfg.strategy!r}: choose single, ddp or fsdp2 (or leave it out)"),
         (cfg.context_engine in CONTEXT_ENGINES,
          f"context_engine={cfg.context_engine!r}: choose one of {', '.join(CONTEXT_ENGINES)}"),
         *((getattr(cfg, k) >= 1, f"{k} must be >= 1 (got {getattr(cfg, k)})") for k in sizes),

@@ -26,7 +26,7 @@ from typing import Any, Iterator
 import torch
 
 from resd.train.precision import HALF, Precision
-from resd.train.tensors import copy_full_, full, local
+from resd.train.tensors import copy_full_, full, local, reshard
 
 
 def trainable_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
@@ -88,9 +88,13 @@ class EMATeacher:
         teacher's adapter tensors swapped in for the duration of the block), in the run's
         compute dtype."""
         if self.model is not None:
-            with self._compute(next(self.model.parameters()).device):
-                yield self.model
+            try:
+                with self._compute(next(self.model.parameters()).device):
+                    yield self.model
+            finally:
+                reshard(self.model)
             return
+        reshard(student)
         params = trainable_parameters(student)
         saved = {name: local(params[name]).detach().clone() for name in self._names}
         try:
@@ -108,8 +112,10 @@ class EMATeacher:
 
     def update(self, student: torch.nn.Module) -> None:
         """theta_T <- (1 - eta) theta_T + eta theta (no-op at eta = 0)."""
+        reshard(student)
         params = trainable_parameters(student)
         if self.model is not None:
+            reshard(self.model)
             teacher_params = dict(self.model.named_parameters())
             ema_update_([teacher_params[n] for n in self._names], [params[n] for n in self._names], self.rate)
         else:

@@ -40,3 +40,15 @@ def copy_full_(target: torch.Tensor, whole: torch.Tensor) -> None:
         local(target).copy_(part.to_local())
     else:
         target.copy_(whole.to(target.device, target.dtype))
+
+
+def reshard(model: torch.nn.Module) -> None:
+    """Put an FSDP2 model back into its sharded state. Groups that FSDP2 keeps gathered after a
+    forward (accelerate's root and tail groups: reshard_after_forward=False) expose whole plain
+    tensors as the module's parameters until a backward reshards them; a no-grad forward (the
+    teacher's) has no backward, so the EMA and checkpoints reshard first to see the shards."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()

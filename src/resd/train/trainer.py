@@ -59,6 +59,7 @@ from resd.train.checkpoint import find_checkpoint, load_checkpoint, rng_state, s
 from resd.train.config import RESDConfig, config_from_dict, parse_yaml
 from resd.train.evaluation import EVAL_KEYS, evaluate_at
 from resd.train.health import HealthMonitor
+from resd.train.precision import run_precision
 from resd.train.ranks import Ranks
 from resd.train.rundir import RunDir
 from resd.train.update import PhaseTimes, distillation_items, policy_gradient_items, with_policy_gradient
@@ -499,7 +500,7 @@ class RESDTrainer:
     def _save_weights(self, directory: Path) -> None:
         """A loadable Hugging Face (or PEFT adapter) directory, written atomically."""
         with replace_dir_atomic(directory) as tmp:
-            self.student.save_pretrained(str(tmp))
+            self.policy.local.save_pretrained(str(tmp))  # the unsharded copy under FSDP2
             self.tokenizer.save_pretrained(str(tmp))
 
     def _checkpoint(self) -> None:
@@ -516,7 +517,8 @@ class RESDTrainer:
         """summary.json, and the rank-sum selected checkpoint (paper §4.1) in checkpoints/selected."""
         history = self.state.eval_history
         summary: dict[str, Any] = {"method": self.cfg.method, "env": self.cfg.env, "seed": self.cfg.seed,
-                                   "model": self.cfg.model, "steps": self.state.step,
+                                   "model": self.cfg.model, "strategy": self.cfg.strategy,
+                                   "precision": run_precision(self.cfg).name, "steps": self.state.step,
                                    "rollouts": self.state.rollouts, "run_dir": str(self.run.root),
                                    "selected_step": None, "selected": None, "final": None}
         if history:
