@@ -54,10 +54,19 @@ policy.teacher.update(policy.student)
 from resd.train.checkpoint import student_tensors
 weights = torch.cat([t.flatten() for _, t in sorted(student_tensors(policy.student).items())])
 teacher_after = torch.cat([t.flatten() for _, t in sorted(policy.teacher.state_tensors().items())])
+# What generation sees after the engine's sync (under FSDP2: this rank's unsharded copy), and the
+# whole weights the vLLM push exports (gathered; LoRA merged), on every rank.
+from resd.engines import export_weights
+from resd.train.build import build_generator
+build_generator(cfg, policy).sync(policy.student)
+local = torch.cat([p.detach().flatten() for n, p in sorted(policy.local.named_parameters()) if n in
+                   dict(policy.student.named_parameters()) and dict(policy.student.named_parameters())[n].requires_grad])
+exported = torch.cat([t.flatten() for _, t in sorted(export_weights(policy.student).items())])
 if ranks.main:
     print("RESULT " + json.dumps({"loss": out.loss, "tokens": out.distill_tokens, "grad_norm": out.grad_norm,
                                    "strategy": cfg.strategy, "weights": weights[:2000].tolist(),
-                                   "teacher": teacher_after[-2000:].tolist()}), flush=True)
+                                   "teacher": teacher_after[-2000:].tolist(), "local": local[:2000].tolist(),
+                                   "export": exported[-3000:].tolist(), "export_size": exported.numel()}), flush=True)
 from resd.train.trainer import finish_distributed
 finish_distributed()
 '''
@@ -133,6 +142,9 @@ def test_two_process_update_matches_one_process(tmp_path, subprocess_env, lora):
         assert double["grad_norm"] == pytest.approx(single["grad_norm"], rel=1e-4), strategy
         assert double["weights"] == pytest.approx(single["weights"], abs=1e-6), strategy
         assert double["teacher"] == pytest.approx(single["teacher"], abs=1e-6), strategy
+        assert double["local"] == pytest.approx(single["weights"], abs=1e-6), strategy
+        assert double["export_size"] == single["export_size"]
+        assert double["export"] == pytest.approx(single["export"], abs=1e-6), strategy
 
 
 def _lines(path: Path) -> list[dict]:
