@@ -1,5 +1,5 @@
 """Several processes on a CPU: DDP (`accelerate launch --multi_gpu` / `--cpu --num_processes 2`) and
-FSDP2 (`accelerate launch --config_file configs/accelerate/fsdp2.yaml`, run over gloo). The smoke
+FSDP2 (`accelerate launch --config_file accelerate/fsdp2.yaml`, run over gloo). The smoke
 loop runs, every rank holds the same playbook, one update gives the same loss, weights and EMA
 teacher as one process (full fine-tuning and LoRA), and an FSDP2 run resumes exactly after a kill."""
 
@@ -111,7 +111,7 @@ def test_two_process_smoke_run_keeps_the_playbook_identical(tmp_path, subprocess
 def _fsdp2(port: int = 29541) -> list[str]:
     """accelerate's launcher with the FSDP2 config a GPU cluster would use; on this CPU machine
     resd runs it as FSDP2 over gloo (resd.train.sharding)."""
-    return [_accelerate()[0], "launch", "--config_file", str(ROOT / "configs/accelerate/fsdp2.yaml"),
+    return [_accelerate()[0], "launch", "--config_file", str(ROOT / "accelerate/fsdp2.yaml"),
             "--main_process_port", str(port)]
 
 
@@ -215,6 +215,9 @@ def test_launcher_settings_resd_does_not_honour_are_one_error_each():
     fp32, mixed = Precision(torch.float32, torch.float32), Precision(torch.float32, torch.bfloat16)
     check_launcher_precision({"ACCELERATE_MIXED_PRECISION": "bf16"}, mixed)
     check_launcher_precision({"ACCELERATE_MIXED_PRECISION": "no"}, fp32)
+    check_launcher_precision({"ACCELERATE_MIXED_PRECISION": "no"}, mixed)  # accelerate's default: the config decides
+    with pytest.raises(UserError, match="dtype"):
+        check_launcher_precision({"ACCELERATE_MIXED_PRECISION": "fp16"}, mixed)
     with pytest.raises(UserError, match="dtype: bfloat16"):
         check_launcher_precision({"ACCELERATE_MIXED_PRECISION": "bf16"}, fp32)
 
@@ -225,7 +228,7 @@ def test_accelerate_cpu_launch_of_a_sharding_config_is_an_error_not_ddp(tmp_path
 
     head = ["/venv/bin/python", "/venv/bin/accelerate", "launch", "--cpu"]
     with pytest.raises(UserError, match="drop --cpu"):
-        requested_processes([*head, "--config_file", str(ROOT / "configs/accelerate/fsdp2.yaml"), "t.py"])
+        requested_processes([*head, "--config_file", str(ROOT / "accelerate/fsdp2.yaml"), "t.py"])
     with pytest.raises(UserError, match="DEEPSPEED"):
         requested_processes([*head, "--use_deepspeed", "--num_processes", "2", "t.py"])
 

@@ -71,7 +71,7 @@ class RESDConfig:
     round away)."""
     strategy: str | None = None
     """How the run is spread over processes, as the launcher set it up: "single", "ddp" or "fsdp2"
-    (`accelerate launch --config_file configs/accelerate/fsdp2.yaml`). None: whatever the launch
+    (`accelerate launch --config_file accelerate/fsdp2.yaml`). None: whatever the launch
     gives; the run writes what it got into its config.yaml, and a value here must match the launch
     (so a run resumes under the strategy its checkpoints were written by). resd.train.sharding."""
     seed: int = 0

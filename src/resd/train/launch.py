@@ -51,7 +51,7 @@ def requested_processes(launcher_argv: Sequence[str]) -> tuple[int | None, int]:
         # accelerate's CPU launcher drops these settings without a word; resd would then run DDP
         raise UserError(f"accelerate launch --cpu ignores the config's {kind} settings (it starts its CPU launcher, "
                         f"which knows no sharding); drop --cpu / use_cpu: without a GPU resd runs FSDP2 over gloo "
-                        f"(accelerate launch --config_file configs/accelerate/fsdp2.yaml)")
+                        f"(accelerate launch --config_file accelerate/fsdp2.yaml)")
     return (int(processes) if processes is not None else None), int(machines or 1)
 
 

@@ -49,23 +49,24 @@ def launcher_fsdp_version(env: Mapping[str, str]) -> int | None:
     if _flag(env, "ACCELERATE_USE_DEEPSPEED"):
         raise UserError("the accelerate config asks for DeepSpeed, which resd does not support (its sampling runs "
                         "under inference_mode and it takes no data loader); use an FSDP config with fsdp_version: 2 "
-                        "(configs/accelerate/fsdp2.yaml) for sharding, or --multi_gpu for DDP")
+                        "(accelerate/fsdp2.yaml) for sharding, or --multi_gpu for DDP")
     if _flag(env, "ACCELERATE_USE_MEGATRON_LM"):
         raise UserError("the accelerate config asks for Megatron-LM, which resd does not support; use an FSDP config "
-                        "with fsdp_version: 2 (configs/accelerate/fsdp2.yaml)")
+                        "with fsdp_version: 2 (accelerate/fsdp2.yaml)")
     if not _flag(env, "ACCELERATE_USE_FSDP"):
         return None
     version = env.get("FSDP_VERSION", "1").strip()
     if version != "2":
         raise UserError(f"the accelerate config asks for FSDP version {version}; resd shards with FSDP2 only: set "
-                        f"fsdp_version: 2 in its fsdp_config (configs/accelerate/fsdp2.yaml)")
+                        f"fsdp_version: 2 in its fsdp_config (accelerate/fsdp2.yaml)")
     return 2
 
 
 def check_launcher_precision(env: Mapping[str, str], precision: Precision) -> None:
-    """The launcher's --mixed_precision must agree with the config's dtype (the one home of precision)."""
+    """A launcher's --mixed_precision bf16/fp16 must agree with the config's dtype (the one home of
+    precision). "no" is accelerate's default and every launch sets it: the config decides then."""
     asked = env.get("ACCELERATE_MIXED_PRECISION", "").strip().lower()
-    if asked and asked != precision.accelerate_name:
+    if asked not in ("", "no") and asked != precision.accelerate_name:
         raise UserError(f"the launcher asks for mixed_precision={asked} but the config gives {precision.accelerate_name!r} "
                         f"({precision.name}); set the config's dtype (e.g. dtype: bfloat16 for bf16) and launch with "
                         f"--mixed_precision {precision.accelerate_name}, or leave it out")
@@ -115,7 +116,7 @@ def build_accelerator(cfg: Any, run_root: Path | None, env: Mapping[str, str] | 
     strategy = strategy_of(accelerator)
     if cfg.strategy is not None and cfg.strategy != strategy:
         raise UserError(f"the config says strategy: {cfg.strategy} but this launch gives {strategy}; launch as the run "
-                        f"was (FSDP2: accelerate launch --config_file configs/accelerate/fsdp2.yaml), or remove the line")
+                        f"was (FSDP2: accelerate launch --config_file accelerate/fsdp2.yaml), or remove the line")
     cfg.strategy = strategy
     if accelerator.is_main_process:
         print(f"resd: strategy: {describe(accelerator, precision)}", file=sys.stderr, flush=True)
