@@ -228,3 +228,23 @@ def test_two_processes_each_with_an_engine(tmp_path, vllm_env):
     _clean_exit(proc, vllm_env)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["rollouts"] for r in rows] == [2, 4, 6, 8] and all(r["context/ranks_identical"] == 1.0 for r in rows)
+
+
+@needs_vllm
+@pytest.mark.slow
+def test_fsdp2_ranks_each_with_an_engine(tmp_path, vllm_env):
+    """FSDP2 over 2 CPU ranks with a vLLM engine each: every sync gathers the sharded weights tensor
+    by tensor into each engine, and the post-sync check (verify_every: 1) compares every engine with
+    its rank's unsharded copy after every update."""
+    exe = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
+    root = Path(__file__).resolve().parents[1]
+    launcher = [exe, "launch", "--config_file", str(root / "accelerate/fsdp2.yaml"), "--main_process_port", "29551"]
+    run = tmp_path / "run"
+    proc = subprocess.run([*launcher, "-m", "resd.cli", "train", "--config", str(_config(tmp_path, method="resd")),
+                           "--output-dir", str(run)], env=vllm_env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert "resd: strategy: fsdp2 over 2 processes" in proc.stderr
+    _clean_exit(proc, vllm_env)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["rollouts"] for r in rows] == [2, 4, 6, 8] and all(r["context/ranks_identical"] == 1.0 for r in rows)
+    assert all(r["time/weight_sync"] > 0 for r in rows)

@@ -25,7 +25,7 @@ def trained_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("runs")
     cfg = load_config(method="grpo", env="letters", model="tiny-random", batch_size=2, max_batches=1,
-                      inner_updates=2, num_generations=2, max_completion_length=4, do_eval=False, progress=False,
+                      inner_updates=2, num_generations=2, max_completion_length=4, eval_every=0, progress=False,
                       output_dir=str(root / "run"))
     model, tok = tiny_model()
     return RESDTrainer(cfg, model=model, tokenizer=tok).train()

@@ -1,16 +1,25 @@
-"""Several processes (`accelerate launch --num_processes 2 --cpu`): the smoke loop runs, every
-rank holds the same playbook, and one update gives the same loss and weights as one process."""
+"""Several processes on a CPU: DDP (`accelerate launch --multi_gpu` / `--cpu --num_processes 2`) and
+FSDP2 (`accelerate launch --config_file accelerate/fsdp2.yaml`, run over gloo). The smoke
+loop runs, every rank holds the same playbook, one update gives the same loss, weights and EMA
+teacher as one process (full fine-tuning and LoRA), and an FSDP2 run resumes exactly after a kill."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # One policy update on fixed, hand-made samples (5 of them: with 2 ranks and micro-batches of 2,
 # rank 1 runs one real and one zero-weight padding micro-batch), then print loss and weights.
@@ -36,15 +45,28 @@ for i in range(5):
     completion = torch.randint(3, len(tok), (3 + 2 * i,), generator=gen).tolist()
     items.append(UpdateItem(prompt, completion, [1.0] * len(completion), weight=[0.5, 1.5, 1.0, 0.8, 1.2][i],
                             teacher_prompt_ids=teacher))
-# A teacher that differs from the student, so the loss is not ~0.
-with torch.no_grad():
-    for p in policy.teacher.model.parameters():
-        p.add_(0.05 * torch.randn(p.shape, generator=gen))
+# A teacher that differs from the student, so the loss is not ~0 (whole tensors: the same on
+# every rank and for every strategy, sharded or not).
+teacher = policy.teacher.state_tensors()
+policy.teacher.load_state_tensors({n: t + 0.05 * torch.randn(t.shape, generator=gen) for n, t in sorted(teacher.items())})
 out = update.apply(items)
+policy.teacher.update(policy.student)
+from resd.run.checkpoint import student_tensors
+weights = torch.cat([t.flatten() for _, t in sorted(student_tensors(policy.student).items())])
+teacher_after = torch.cat([t.flatten() for _, t in sorted(policy.teacher.state_tensors().items())])
+# What generation sees after the engine's sync (under FSDP2: this rank's unsharded copy), and the
+# whole weights the vLLM push exports (gathered; LoRA merged), on every rank.
+from resd.generation.engines import export_weights
+from resd.train.build import build_generator
+build_generator(cfg, policy).sync(policy.student)
+local = torch.cat([p.detach().flatten() for n, p in sorted(policy.local.named_parameters()) if n in
+                   dict(policy.student.named_parameters()) and dict(policy.student.named_parameters())[n].requires_grad])
+exported = torch.cat([t.flatten() for _, t in sorted(export_weights(policy.student).items())])
 if ranks.main:
-    weights = torch.cat([p.detach().flatten() for p in policy.student.parameters()])
     print("RESULT " + json.dumps({"loss": out.loss, "tokens": out.loss_tokens, "grad_norm": out.grad_norm,
-                                   "weights": weights[:2000].tolist()}), flush=True)
+                                   "strategy": cfg.strategy, "weights": weights[:2000].tolist(),
+                                   "teacher": teacher_after[-2000:].tolist(), "local": local[:2000].tolist(),
+                                   "export": exported[-3000:].tolist(), "export_size": exported.numel()}), flush=True)
 from resd.train.trainer import finish_distributed
 finish_distributed()
 '''
@@ -86,10 +108,20 @@ def test_two_process_smoke_run_keeps_the_playbook_identical(tmp_path, subprocess
     assert (run / "checkpoints/latest/context.json").exists()
 
 
+def _fsdp2(port: int = 29541) -> list[str]:
+    """accelerate's launcher with the FSDP2 config a GPU cluster would use; on this CPU machine
+    resd runs it as FSDP2 over gloo (resd.train.sharding)."""
+    return [_accelerate()[0], "launch", "--config_file", str(ROOT / "accelerate/fsdp2.yaml"),
+            "--main_process_port", str(port)]
+
+
 @pytest.mark.slow
-def test_two_process_update_matches_one_process(tmp_path, subprocess_env):
+@pytest.mark.parametrize("lora", [None, {"r": 4, "alpha": 8}], ids=["full", "lora"])
+def test_two_process_update_matches_one_process(tmp_path, subprocess_env, lora):
+    """One update (and the EMA step after it) on fixed items: DDP and FSDP2 over 2 CPU processes
+    give the one-process loss, gradient norm, weights and teacher within float32 tolerance."""
     env = subprocess_env
-    config = _config(tmp_path)
+    config = _config(tmp_path, **({"lora": lora} if lora else {}))
     script = tmp_path / "update.py"
     script.write_text(UPDATE_SCRIPT)
 
@@ -101,12 +133,128 @@ def test_two_process_update_matches_one_process(tmp_path, subprocess_env):
         return json.loads(line[len("RESULT "):])
 
     single = result([sys.executable], tmp_path / "one")
-    double = result(_accelerate(), tmp_path / "two")
-    assert single["tokens"] == double["tokens"] == sum(3 + 2 * i for i in range(5))
-    assert single["loss"] > 0
-    assert double["loss"] == pytest.approx(single["loss"], rel=1e-5)
-    assert double["grad_norm"] == pytest.approx(single["grad_norm"], rel=1e-4)
-    assert double["weights"] == pytest.approx(single["weights"], abs=1e-6)
+    assert single["strategy"] == "single" and single["loss"] > 0
+    for cmd, strategy in ((_accelerate(), "ddp"), (_fsdp2(), "fsdp2")):
+        double = result(cmd, tmp_path / strategy)
+        assert double["strategy"] == strategy
+        assert single["tokens"] == double["tokens"] == sum(3 + 2 * i for i in range(5))
+        assert double["loss"] == pytest.approx(single["loss"], rel=1e-5), strategy
+        assert double["grad_norm"] == pytest.approx(single["grad_norm"], rel=1e-4), strategy
+        assert double["weights"] == pytest.approx(single["weights"], abs=1e-6), strategy
+        assert double["teacher"] == pytest.approx(single["teacher"], abs=1e-6), strategy
+        assert double["local"] == pytest.approx(single["weights"], abs=1e-6), strategy
+        assert double["export_size"] == single["export_size"]
+        assert double["export"] == pytest.approx(single["export"], abs=1e-6), strategy
+
+
+@pytest.mark.slow
+def test_fsdp2_in_bf16_mixed_precision_matches_one_process(tmp_path, subprocess_env):
+    """dtype bfloat16 under FSDP2 (float32 shards, bf16 all-gathered compute, float32 gradient
+    reduction) against one process's autocast: the same update up to bf16 rounding."""
+    config = _config(tmp_path, dtype="bfloat16")
+    script = tmp_path / "update.py"
+    script.write_text(UPDATE_SCRIPT)
+    results = []
+    for cmd, out in (([sys.executable], tmp_path / "one"), (_fsdp2(29549), tmp_path / "fsdp2")):
+        proc = subprocess.run([*cmd, str(script), str(config), str(out)], env=subprocess_env, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "float32 master / bfloat16 compute" in proc.stderr
+        results.append(json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))[7:]))
+    single, sharded = results
+    assert sharded["strategy"] == "fsdp2"
+    assert sharded["loss"] == pytest.approx(single["loss"], rel=2e-2)
+    assert sharded["grad_norm"] == pytest.approx(single["grad_norm"], rel=2e-2)
+    # Adam's first step is ~lr * sign(g): the float32 masters agree except where bf16 noise flips
+    # the sign of a near-zero gradient (there they differ by 2 lr)
+    close = [abs(a - b) <= 2e-4 for a, b in zip(sharded["weights"], single["weights"])]
+    assert sum(close) / len(close) >= 0.95
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
+
+
+@pytest.mark.slow
+def test_fsdp2_run_killed_and_resumed_matches_an_uninterrupted_fsdp2_run(tmp_path, subprocess_env):
+    """FSDP2 over 2 CPU ranks end to end (rollouts, context engine, evaluation, checkpoints): a run
+    whose ranks are SIGKILLed after a checkpoint and resumed ends exactly as one never stopped."""
+    env = subprocess_env
+    steps = 4
+    config = _config(tmp_path, max_batches=2, eval_every=2, eval_limit=2, eval_k=1)
+    full, killed = tmp_path / "full", tmp_path / "killed"
+
+    def train(args: list[str], port: int) -> subprocess.Popen:
+        return subprocess.Popen([*_fsdp2(port), "-m", "resd.cli", "train", *args], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    reference = train(["--config", str(config), "--output-dir", str(full)], 29543)
+    ref_out, _ = reference.communicate(timeout=400)
+    assert reference.returncode == 0, ref_out
+    assert ref_out.splitlines()[0].startswith("resd: strategy: fsdp2 over 2 processes (gloo)"), ref_out[:500]
+    summary = json.loads((full / "summary.json").read_text())
+    assert summary["strategy"] == "fsdp2" and summary["steps"] == steps
+    assert yaml.safe_load((full / "config.yaml").read_text())["strategy"] == "fsdp2"
+    assert all(r["context/ranks_identical"] == 1.0 for r in _lines(full / "metrics.jsonl"))
+    assert (full / "checkpoints/selected/config.json").exists()  # a from_pretrained folder
+
+    victim = train(["--config", str(config), "--output-dir", str(killed)], 29545)
+    deadline = time.time() + 300
+    while not (killed / "checkpoints/latest/state.json").exists() or \
+            json.loads((killed / "checkpoints/latest/state.json").read_text())["step"] < 2:
+        assert victim.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+        time.sleep(0.05)
+    os.killpg(victim.pid, signal.SIGKILL)  # the launcher and both ranks at once
+    victim.wait()
+    assert not (killed / "summary.json").exists()
+
+    resumed = train(["--resume", str(killed)], 29547)
+    out, _ = resumed.communicate(timeout=400)
+    assert resumed.returncode == 0, out
+    strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]  # noqa: E731
+    assert [r["step"] for r in _lines(killed / "metrics.jsonl")] == list(range(1, steps + 1))
+    assert strip(_lines(full / "metrics.jsonl")) == strip(_lines(killed / "metrics.jsonl"))
+    assert _lines(full / "eval.jsonl") == _lines(killed / "eval.jsonl")
+    for name in ("student.safetensors", "teacher.safetensors"):
+        a = load_file(str(full / "checkpoints/latest" / name))
+        b = load_file(str(killed / "checkpoints/latest" / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+# ---- launcher settings resd does not honour: one error line each, never a silent fallback ----
+
+def test_launcher_settings_resd_does_not_honour_are_one_error_each():
+    from resd.errors import UserError
+    from resd.train.precision import Precision
+    from resd.train.sharding import check_launcher_precision, launcher_fsdp_version
+
+    assert launcher_fsdp_version({}) is None
+    assert launcher_fsdp_version({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}) == 2
+    with pytest.raises(UserError, match="fsdp_version: 2"):
+        launcher_fsdp_version({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1"})
+    with pytest.raises(UserError, match="DeepSpeed"):
+        launcher_fsdp_version({"ACCELERATE_USE_DEEPSPEED": "true"})
+    with pytest.raises(UserError, match="Megatron"):
+        launcher_fsdp_version({"ACCELERATE_USE_MEGATRON_LM": "true"})
+    fp32, mixed = Precision(torch.float32, torch.float32), Precision(torch.float32, torch.bfloat16)
+    check_launcher_precision({"ACCELERATE_MIXED_PRECISION": "bf16"}, mixed)
+    check_launcher_precision({"ACCELERATE_MIXED_PRECISION": "no"}, fp32)
+    check_launcher_precision({"ACCELERATE_MIXED_PRECISION": "no"}, mixed)  # accelerate's default: the config decides
+    with pytest.raises(UserError, match="dtype"):
+        check_launcher_precision({"ACCELERATE_MIXED_PRECISION": "fp16"}, mixed)
+    with pytest.raises(UserError, match="dtype: bfloat16"):
+        check_launcher_precision({"ACCELERATE_MIXED_PRECISION": "bf16"}, fp32)
+
+
+def test_accelerate_cpu_launch_of_a_sharding_config_is_an_error_not_ddp(tmp_path):
+    from resd.errors import UserError
+    from resd.train.launch import requested_processes
+
+    head = ["/venv/bin/python", "/venv/bin/accelerate", "launch", "--cpu"]
+    with pytest.raises(UserError, match="drop --cpu"):
+        requested_processes([*head, "--config_file", str(ROOT / "accelerate/fsdp2.yaml"), "t.py"])
+    with pytest.raises(UserError, match="DEEPSPEED"):
+        requested_processes([*head, "--use_deepspeed", "--num_processes", "2", "t.py"])
 
 
 # ---- `accelerate launch --cpu --num_processes N`: accelerate runs one process, resd starts N ----

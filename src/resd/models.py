@@ -62,7 +62,9 @@ def load(spec: str = DEFAULT_MODEL, *, dtype: Any = None, device: Any = None) ->
     spec = spec.strip()
     if spec == TINY_MODEL:
         model, tokenizer = tiny_model()
-        return model.to(_resolve_device(device)), tokenizer
+        device_ = _resolve_device(device)
+        dtype_ = _resolve_dtype(dtype, device_)
+        return model.to(device_, dtype=None if dtype_ == "auto" else dtype_), tokenizer
     if spec == DEFAULT_MODEL:
         return _load_gguf(_smollm2_gguf_path(), DEFAULT_MODEL, dtype=dtype, device=device)
 
@@ -76,6 +78,27 @@ def load(spec: str = DEFAULT_MODEL, *, dtype: Any = None, device: Any = None) ->
     if _looks_like_path(spec):
         raise UserError(f"model path {spec!r} does not exist; {_what_exists()}")
     return _load_pretrained(spec, dtype=dtype, device=device, local=False)
+
+
+def checkpoint_dtype(spec: str) -> Any:
+    """The dtype a model's checkpoint stores its weights in (its config's `dtype`), read without
+    loading the weights; float32 for the tiny model and de-quantised GGUF files, None when the
+    config cannot be read (the load itself then reports why)."""
+    import torch
+
+    spec = spec.strip() if isinstance(spec, str) else spec
+    if not isinstance(spec, str) or spec in (TINY_MODEL, DEFAULT_MODEL) or spec.lower().endswith(".gguf"):
+        return torch.float32
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(str(Path(spec).expanduser()) if Path(spec).expanduser().is_dir() else spec)
+    except (OSError, ValueError):
+        return None
+    stored = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    if isinstance(stored, str):
+        stored = getattr(torch, stored, None)
+    return stored if isinstance(stored, torch.dtype) else None
 
 
 def _what_exists() -> str:

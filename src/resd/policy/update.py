@@ -280,7 +280,7 @@ class PolicyUpdate:
         student_in = pack([it.prompt_ids for it in chunk], [it.completion_ids for it in chunk], self.pad_id, device)
 
         teacher_logits = None
-        if self.teacher is not None and not dummy:
+        if self.teacher is not None:  # on padding chunks too: a sharded teacher's forward is a collective
             t0 = time.perf_counter()
             teacher_in = pack([it.teacher_prompt_ids for it in chunk], [it.completion_ids for it in chunk],
                               self.pad_id, device)

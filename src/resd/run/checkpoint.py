@@ -1,7 +1,8 @@
 """Atomic checkpoints holding everything a run needs to continue exactly.
 
 RUN/checkpoints/latest/ contains
-    student.safetensors   trainable tensors (all weights, or the LoRA adapter)
+    student.safetensors   trainable tensors (all weights, or the LoRA adapter), whole, in their stored
+                          dtype: the float32 masters under mixed precision (exact resume)
     teacher.safetensors   the EMA teacher's copy of the same tensors (absent for GRPO)
     optimizer.pt          AdamW state          scheduler.pt   LR schedule state
     context.json          playbook + solution buffer + updater state
@@ -27,6 +28,7 @@ from resd.errors import UserError
 from resd.files import old_copy, read_json_file, replace_dir_atomic, require_regular_file
 from resd.policy.teacher import trainable_parameters
 from resd.run.rundir import read_rng_state, read_run_state
+from resd.train.tensors import copy_full_, full, is_sharded
 
 
 def rng_state() -> dict[str, Any]:
@@ -52,7 +54,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def student_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().contiguous().cpu() for n, p in trainable_parameters(model).items()}
+    """The trainable tensors, whole and in their stored dtype (float32 masters under mixed
+    precision). Sharded (FSDP2): every rank must call this."""
+    return {n: full(p.detach()).contiguous().cpu() for n, p in trainable_parameters(model).items()}
 
 
 def load_student_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
@@ -61,9 +65,31 @@ def load_student_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor
     if missing:
         raise ValueError(f"checkpoint lacks {len(missing)} student tensors, e.g. {missing[0]}; "
                          "was it written by a run with the same model and lora settings?")
-    with torch.no_grad():
-        for name, p in params.items():
-            p.copy_(tensors[name].to(p.device, p.dtype))
+    for name, p in params.items():
+        copy_full_(p, tensors[name])
+
+
+def _sharded(model: torch.nn.Module) -> bool:
+    return any(is_sharded(p) for p in model.parameters())
+
+
+def optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """AdamW's state as saved: its own state_dict, or under FSDP2 the whole (unsharded) state by
+    parameter name from torch.distributed.checkpoint (every rank must call it)."""
+    if not _sharded(model):
+        return optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    if not _sharded(model):
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
 
 
 def save_checkpoint(
@@ -76,13 +102,20 @@ def save_checkpoint(
     context_state: dict[str, Any] | None,
     state: dict[str, Any],
     rng_states: list[dict[str, Any]],
+    main: bool = True,
 ) -> None:
-    """Write a complete checkpoint to `directory` atomically (main process only)."""
+    """Write a complete checkpoint to `directory` atomically. Every rank calls it (a sharded
+    model's tensors are gathered from all of them); the main process writes."""
+    student = student_tensors(model)
+    teacher_state = {n: t.cpu() for n, t in teacher.state_tensors().items()} if teacher is not None else None
+    optimizer_saved = optimizer_state(model, optimizer)
+    if not main:
+        return
     with replace_dir_atomic(directory) as tmp:
-        save_file(student_tensors(model), str(tmp / "student.safetensors"))
-        if teacher is not None:
-            save_file({n: t.cpu() for n, t in teacher.state_tensors().items()}, str(tmp / "teacher.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        save_file(student, str(tmp / "student.safetensors"))
+        if teacher_state is not None:
+            save_file(teacher_state, str(tmp / "teacher.safetensors"))
+        torch.save(optimizer_saved, tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         if context_state is not None:
             (tmp / "context.json").write_text(json.dumps(context_state))
@@ -141,8 +174,8 @@ def load_checkpoint(
     if teacher is not None:
         teacher.load_state_tensors(_read(directory / "teacher.safetensors",
                                          lambda p: load_file(str(require_regular_file(p)))))
-    optimizer.load_state_dict(_read(directory / "optimizer.pt",
-                                    lambda p: torch.load(require_regular_file(p), weights_only=True)))
+    load_optimizer_state(model, optimizer, _read(directory / "optimizer.pt",
+                                                 lambda p: torch.load(require_regular_file(p), weights_only=True)))
     scheduler.load_state_dict(_read(directory / "scheduler.pt",
                                     lambda p: torch.load(require_regular_file(p), weights_only=True)))
     context_path = directory / "context.json"

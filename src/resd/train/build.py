@@ -27,25 +27,20 @@ from resd.generation.engines import Engine, generate_fn, make_engine
 from resd.generation.sampling import GenerateFn
 from resd.train.config import RESDConfig, save_config
 from resd.train.ranks import Ranks
-from resd.run.rundir import RunDir
 from resd.policy.teacher import EMATeacher, trainable_parameters
 from resd.policy.update import ItemSettings, PolicyUpdate
+from resd.run.rundir import RunDir
+from resd.train import sharding
+from resd.train.precision import load_dtype, run_precision
 
 _TRACKER_PACKAGES = {"tensorboard": "tensorboard==2.21.0", "wandb": "wandb", "trackio": "trackio"}
 
 
 def build_accelerator(cfg: RESDConfig, run_root: Path | None) -> Any:
-    """An `accelerate.Accelerator`: CPU, one GPU, or one of several processes."""
-    from accelerate import Accelerator
+    """An `accelerate.Accelerator`: CPU, one GPU, or one of several processes (resd.train.sharding)."""
 
     _check_trackers(cfg.report_to)
-    # cpu=True on machines without a GPU: accelerate then forms a gloo process group when
-    # launched with several processes (torchrun, `accelerate launch --multi_gpu`, or
-    # `accelerate launch --cpu`, whose single process `resd train` turns into N ranks:
-    # resd/train/launch.py).
-    on_cpu = not torch.cuda.is_available() and not torch.backends.mps.is_available()
-    return Accelerator(cpu=on_cpu, log_with=cfg.report_to or None,
-                       project_dir=str(run_root) if run_root else None)
+    return sharding.build_accelerator(cfg, run_root)  # single, DDP or FSDP2, as launched
 
 
 def _check_trackers(report_to: list[str]) -> None:
@@ -127,17 +122,27 @@ class Policy:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     pad_id: int
+    local_model: torch.nn.Module | None = None
+    """Under FSDP2, an unsharded copy of the student in the compute dtype for rank-local work
+    (generation, evaluation, the probe), kept in sync by the generation engine; None otherwise."""
+
+    @property
+    def local(self) -> torch.nn.Module:
+        """The module one rank can run forward on its own."""
+        return self.local_model if self.local_model is not None else self.student
 
 
 def build_policy(cfg: RESDConfig, accelerator: Any, *, model: Any = None, tokenizer: Any = None) -> Policy:
     """Load (or take) the model, add LoRA adapters, make the EMA teacher, the optimiser and the
     learning-rate schedule, and hand model and optimiser to accelerate."""
+    precision = run_precision(cfg)  # float32 masters with half-precision compute (resd.train.precision)
     if model is not None:
-        model.to(accelerator.device)
+        model.to(accelerator.device, dtype=load_dtype(precision, lora=cfg.lora is not None))
     else:
         from resd.models import load
 
-        model, tokenizer = load(cfg.model, dtype=cfg.dtype, device=accelerator.device)
+        model, tokenizer = load(cfg.model, dtype=load_dtype(precision, lora=cfg.lora is not None),
+                                device=accelerator.device)
     if cfg.lora is not None:
         from peft import LoraConfig, get_peft_model
 
@@ -152,8 +157,9 @@ def build_policy(cfg: RESDConfig, accelerator: Any, *, model: Any = None, tokeni
         if cfg.lora is not None:
             model.enable_input_require_grads()
     model.train()
-    teacher = (EMATeacher(model, cfg.teacher_update_rate, adapter_only=cfg.lora is not None)
+    teacher = (EMATeacher(model, cfg.teacher_update_rate, adapter_only=cfg.lora is not None, precision=precision)
                if cfg.distills else None)
+    local_model = sharding.local_replica(model, precision) if sharding.sharded(accelerator) else None
     optimizer = torch.optim.AdamW(list(trainable_parameters(model).values()), lr=cfg.learning_rate,
                                   betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay)
     # Linear warm-up over `warmup_steps` updates, then constant (paper App. G). Unlike
@@ -163,9 +169,11 @@ def build_policy(cfg: RESDConfig, accelerator: Any, *, model: Any = None, tokeni
     warmup = cfg.warmup_steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: min(1.0, (k + 1) / warmup) if warmup > 0 else 1.0)
     prepared, optimizer = accelerator.prepare(model, optimizer)
+    if local_model is not None:
+        sharding.shard_teacher(accelerator, teacher, accelerator.unwrap_model(prepared))  # sharded like the student
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return Policy(model=prepared, student=accelerator.unwrap_model(prepared), tokenizer=tokenizer, teacher=teacher,
-                  optimizer=optimizer, scheduler=scheduler, pad_id=pad_id)
+                  optimizer=optimizer, scheduler=scheduler, pad_id=pad_id, local_model=local_model)
 
 
 def build_generator(cfg: RESDConfig, policy: Policy) -> Engine:
@@ -174,7 +182,8 @@ def build_generator(cfg: RESDConfig, policy: Policy) -> Engine:
         cfg.max_completion_length, cfg.eval_max_new_tokens or 0, cfg.context.reflection_max_new_tokens,
         cfg.context.curation_max_new_tokens)
     return make_engine(cfg.generation, policy.student, policy.tokenizer, max_model_len=budget,
-                       batch_size=cfg.generation_batch_size, seed=cfg.seed)
+                       batch_size=cfg.generation_batch_size, seed=cfg.seed, local_model=policy.local_model,
+                       dtype=run_precision(cfg).compute_dtype)
 
 
 def context_generate(cfg: RESDConfig, generator: Engine) -> GenerateFn:
@@ -234,7 +243,7 @@ def start_probe(cfg: RESDConfig, policy: Policy, env: Environment, run: RunDir, 
             keep = list(json.loads(saved.read_text())["helpful_slots"])
         else:
             settings = probe_settings(cfg, tasks=cfg.probe_tasks, samples=cfg.probe_samples)
-            result = probe_teacher(policy.student, policy.tokenizer, env, settings, context=cfg.context,
+            result = probe_teacher(policy.local, policy.tokenizer, env, settings, context=cfg.context,
                                    model_name=cfg.model, progress=cfg.progress)
             result.write(run.root)
             keep = result.helpful_slots()

@@ -59,7 +59,19 @@ class RESDConfig:
     model: str = "smollm2-135m"
     """Model spec: Hugging Face id, local directory, .gguf file, or alias (smollm2-135m, tiny-random)."""
     dtype: str | None = None
-    """Model dtype ("float32", "bfloat16", ...); None keeps the loader's default."""
+    """Compute dtype ("float32", "bfloat16", "float16", "auto" = the checkpoint's); None = float32
+    on a CPU, the checkpoint's own dtype on a GPU. See `mixed_precision` for what a half-precision
+    dtype stores the weights in (resd.train.precision)."""
+    mixed_precision: bool = True
+    """With a half-precision dtype: keep float32 master weights, gradients, AdamW state and EMA
+    teacher and compute forward/backward in that dtype (the paper's runs: verl's FSDP
+    MixedPrecision). False stores the weights themselves in half precision (at lr 1e-6 most updates
+    round away)."""
+    strategy: str | None = None
+    """How the run is spread over processes, as the launcher set it up: "single", "ddp" or "fsdp2"
+    (`accelerate launch --config_file accelerate/fsdp2.yaml`). None: whatever the launch
+    gives; the run writes what it got into its config.yaml, and a value here must match the launch
+    (so a run resumes under the strategy its checkpoints were written by). resd.train.sharding."""
     seed: int = 0
     """Seed for data order, sampling, context-engine randomness and initialisation."""
     output_dir: str | None = None
@@ -290,6 +302,8 @@ def validate(cfg: RESDConfig) -> None:
     checks: list[tuple[bool, str]] = [
         (cfg.method in METHODS, f"method={cfg.method!r}: choose one of {', '.join(METHODS)}"),
         (cfg.eval_every is None or cfg.eval_every >= 0, f"eval_every must be >= 0 or null (got {cfg.eval_every})"),
+        (cfg.strategy in (None, "single", "ddp", "fsdp2"),
+         f"strategy={cfg.strategy!r}: choose single, ddp or fsdp2 (or leave it out)"),
         *((getattr(cfg, k) >= 1, f"{k} must be >= 1 (got {getattr(cfg, k)})") for k in sizes),
         *((getattr(cfg, k) is None or getattr(cfg, k) >= 1, f"{k} must be >= 1 or null (got {getattr(cfg, k)})")
           for k in optional_sizes),

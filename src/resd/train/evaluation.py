@@ -13,10 +13,10 @@ from resd.files import write_json_atomic
 from resd.train.config import RESDConfig
 
 
-BASE_EVAL_KEYS = ("model", "dtype", "lora", "env", "env_options", "seed", "eval_k", "eval_limit",
+BASE_EVAL_KEYS = ("model", "dtype", "mixed_precision", "lora", "env", "env_options", "seed", "eval_k", "eval_limit",
                   "eval_max_new_tokens", "max_completion_length", "max_prompt_length", "temperature", "top_p",
                   "generation_batch_size", "generation")
-"""Everything the step-0 evaluation depends on: the initial weights (model, dtype, LoRA: a fresh
+"""Everything the step-0 evaluation depends on: the initial weights (model, dtype and mixed precision, LoRA: a fresh
 adapter is a no-op but changes the module), the test tasks and the sampling (seed, batching, the
 generation engine)."""
 

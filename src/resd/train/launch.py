@@ -39,12 +39,19 @@ def requested_processes(launcher_argv: Sequence[str]) -> tuple[int | None, int]:
 
     parsed, _ = launch_command_parser().parse_known_args(args[args.index("launch") + 1:])
     processes, machines = parsed.num_processes, parsed.num_machines
-    if parsed.config_file and (processes is None or machines is None):
+    kind = "FSDP" if parsed.use_fsdp else "DEEPSPEED" if parsed.use_deepspeed else None
+    if parsed.config_file:
         from accelerate.commands.config.config_args import load_config_from_file
 
         defaults = load_config_from_file(parsed.config_file)
         processes = processes if processes is not None else defaults.num_processes
         machines = machines if machines is not None else defaults.num_machines
+        kind = kind or str(getattr(defaults, "distributed_type", "")).split(".")[-1].upper()
+    if kind in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
+        # accelerate's CPU launcher drops these settings without a word; resd would then run DDP
+        raise UserError(f"accelerate launch --cpu ignores the config's {kind} settings (it starts its CPU launcher, "
+                        f"which knows no sharding); drop --cpu / use_cpu: without a GPU resd runs FSDP2 over gloo "
+                        f"(accelerate launch --config_file accelerate/fsdp2.yaml)")
     return (int(processes) if processes is not None else None), int(machines or 1)
 
 

@@ -61,6 +61,7 @@ from resd.run.checkpoint import find_checkpoint, load_checkpoint, rng_state, sav
 from resd.train.config import RESDConfig, config_from_dict, parse_yaml
 from resd.train.evaluation import evaluate_at
 from resd.train.health import HealthMonitor
+from resd.train.precision import run_precision
 from resd.train.ranks import Ranks
 from resd.run.rundir import RunDir
 from resd.rollout import Sample, in_batch_order, score_samples
@@ -471,24 +472,26 @@ class RESDTrainer:
     def _save_weights(self, directory: Path) -> None:
         """A loadable Hugging Face (or PEFT adapter) directory, written atomically."""
         with replace_dir_atomic(directory) as tmp:
-            self.student.save_pretrained(str(tmp))
+            self.policy.local.save_pretrained(str(tmp))  # the unsharded copy under FSDP2
             self.tokenizer.save_pretrained(str(tmp))
 
     def _checkpoint(self) -> None:
         p = self.policy
         rngs = self.ranks.gather([rng_state()])
-        if self.main:
-            save_checkpoint(self.run.latest, model=p.student, teacher=p.teacher, optimizer=p.optimizer,
-                            scheduler=p.scheduler,
-                            context_state=self.context_engine.state_dict() if self.context_engine is not None else None,
-                            state=dataclasses.asdict(self.state), rng_states=rngs)
+        # Every rank takes part (a sharded model's tensors are gathered); the main process writes.
+        save_checkpoint(self.run.latest, model=p.student, teacher=p.teacher, optimizer=p.optimizer,
+                        scheduler=p.scheduler,
+                        context_state=(self.context_engine.state_dict()
+                                       if self.context_engine is not None and self.main else None),
+                        state=dataclasses.asdict(self.state), rng_states=rngs, main=self.main)
         self.ranks.barrier()
 
     def _finish(self, wall_time: float) -> None:
         """summary.json, and the rank-sum selected checkpoint (paper §4.1) in checkpoints/selected."""
         history = self.state.eval_history
         summary: dict[str, Any] = {"method": self.cfg.method, "env": self.cfg.env, "seed": self.cfg.seed,
-                                   "model": self.cfg.model, "steps": self.state.step,
+                                   "model": self.cfg.model, "strategy": self.cfg.strategy,
+                                   "precision": run_precision(self.cfg).name, "steps": self.state.step,
                                    "rollouts": self.state.rollouts, "run_dir": str(self.run.root),
                                    "selected_step": None, "selected": None, "final": None}
         if history:
