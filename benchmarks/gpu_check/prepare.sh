@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run HERE (with network), once, before the device run: puts what the lent GPU machine lacks into
-# two git-ignored folders the device call carries (about 6 MiB together, limit 64 MiB):
+# two folders (.gitignore) the device call carries (about 6 MiB together, limit 64 MiB):
 #   .whl/        wheels of the pure-Python packages its image does not have (trl imports datasets,
 #                which needs dill and multiprocess); versions are resd's pins
 #   .gpu_check/  the default model's config and tokenizer (SmolLM2-135M-Instruct), no weights: the
@@ -9,8 +9,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY="${PYTHON:-python3}"
-grep -qxF '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> "$(git rev-parse --git-path info/exclude)"
-grep -qxF '/.gpu_check/' .git/info/exclude 2>/dev/null || echo '/.gpu_check/' >> "$(git rev-parse --git-path info/exclude)"
 mkdir -p .whl .gpu_check
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform any -d .whl \
