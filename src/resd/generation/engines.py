@@ -156,7 +156,7 @@ def iter_export_weights(model: Any, dtype: Any = None) -> Iterator[tuple[str, An
     not changed. Sharded (FSDP2) tensors are gathered one at a time, so no rank ever holds more
     than one whole tensor beyond its shards; every rank must iterate, in the same order. What vLLM
     loads: it knows nothing of adapters or shards."""
-    from resd.train.tensors import full
+    from resd.policy.tensors import full
 
     state = model.state_dict()
     layers = {}

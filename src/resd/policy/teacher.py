@@ -26,7 +26,7 @@ from typing import Any, Iterator
 import torch
 
 from resd.train.precision import HALF, Precision
-from resd.train.tensors import copy_full_, full, local, reshard
+from resd.policy.tensors import copy_full_, full, local, reshard
 
 
 def trainable_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:

@@ -28,7 +28,7 @@ from resd.errors import UserError
 from resd.files import old_copy, read_json_file, replace_dir_atomic, require_regular_file
 from resd.policy.teacher import trainable_parameters
 from resd.run.rundir import read_rng_state, read_run_state
-from resd.train.tensors import copy_full_, full, is_sharded
+from resd.policy.tensors import copy_full_, full, is_sharded
 
 
 def rng_state() -> dict[str, Any]:

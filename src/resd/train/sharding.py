@@ -9,7 +9,7 @@ implement (DeepSpeed, Megatron-LM, FSDP version 1) is one error line, never a si
 
 Under FSDP2 (the paper's actor is FSDP-sharded in verl):
 * the student and the full-fine-tuning EMA teacher are sharded alike (`shard_teacher`); the EMA
-  and the LoRA teacher swap work on each rank's slices (resd.train.tensors);
+  and the LoRA teacher swap work on each rank's slices (resd.policy.tensors);
 * every rank keeps a plain, unsharded copy of the student in the compute dtype (`local_replica`)
   for what runs on one rank or a different number of times per rank: rollouts (each rank samples
   its own prompts, so ranks would make different numbers of forward calls through a sharded
@@ -33,7 +33,7 @@ import torch
 
 from resd.errors import UserError
 from resd.train.precision import Precision, run_precision
-from resd.train.tensors import copy_full_, full
+from resd.policy.tensors import copy_full_, full
 
 STRATEGIES = ("single", "ddp", "fsdp2")
 """What `strategy` in config.yaml may say: one process, data parallel, or FSDP2 sharding."""
