@@ -91,7 +91,7 @@ def build_accelerator(cfg: Any, run_root: Path | None, env: Mapping[str, str] | 
     """The run's `accelerate.Accelerator` with the strategy the launcher asked for (see above);
     records it in `cfg.strategy` and prints it on the main process before anything else."""
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
+    from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import DistributedType
 
     env = os.environ if env is None else env
@@ -103,6 +103,12 @@ def build_accelerator(cfg: Any, run_root: Path | None, env: Mapping[str, str] | 
     # with several processes (torchrun, `accelerate launch --multi_gpu`, or `accelerate launch
     # --cpu`, whose single process `resd train` turns into N ranks: resd/train/launch.py).
     on_cpu = not torch.cuda.is_available() and not torch.backends.mps.is_available()
+    # accelerate keeps one AcceleratorState per process and refuses a second Accelerator with another
+    # mixed precision. Each run builds its own, and one process may run several (resd compare, the
+    # benchmarks, tests: a bf16 run then a float32 one), so the previous run's accelerator-level
+    # state is dropped first; the process group (PartialState) stays.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
     accelerator = Accelerator(cpu=on_cpu, log_with=cfg.report_to or None, mixed_precision=precision.accelerate_name,
                               fsdp_plugin=plugin, project_dir=str(run_root) if run_root else None)
     if plugin is not None and accelerator.distributed_type == DistributedType.MULTI_CPU:
