@@ -504,6 +504,8 @@ def test_remedy_settings_are_validated() -> None:
         LossSettings(teacher_temperature=0.0)
     with pytest.raises(UserError, match="teacher_topk"):
         LossSettings(teacher_topk=0)
+    with pytest.raises(UserError, match="logit-level"):
+        LossSettings(mode="sampled_token", teacher_topk=5)
     with pytest.raises(UserError, match="distill_outcomes"):
         LossSettings(distill_outcomes="successes")  # type: ignore[arg-type]
     with pytest.raises(UserError, match="outcome"):
@@ -517,6 +519,7 @@ def test_the_config_carries_the_remedies_and_rejects_bad_values() -> None:
                              "distillation_token_gate=true", "distill_outcomes=failures"], method="sdpo")
     assert (cfg.distillation_teacher_temperature, cfg.distillation_teacher_topk, cfg.distillation_token_gate,
             cfg.distill_outcomes) == (0.5, 20, True, "failures")
-    for bad in ("distillation_teacher_temperature=0", "distillation_teacher_topk=0", "distill_outcomes=some"):
+    for bad in (["distillation_teacher_temperature=0"], ["distillation_teacher_topk=0"], ["distill_outcomes=some"],
+                ["distillation_teacher_topk=5", "distillation_mode=sampled_token"]):
         with pytest.raises(UserError):
-            load_config(None, [bad], method="sdpo")
+            load_config(None, bad, method="sdpo")

@@ -418,6 +418,9 @@ class LossSettings:
         if self.teacher_topk is not None and (isinstance(self.teacher_topk, bool)
                                               or not isinstance(self.teacher_topk, int) or self.teacher_topk < 1):
             raise UserError(f"teacher_topk={self.teacher_topk!r} must be a positive integer or None (whole distribution)")
+        if self.teacher_topk is not None and self.mode == "sampled_token":
+            raise UserError("teacher_topk needs a logit-level mode (topk_logits or full_logits): with sampled_token "
+                            "a sampled token outside the teacher's k would get log-probability -inf")
         if self.distill_outcomes not in ("all", "failures"):
             raise UserError(f"distill_outcomes={self.distill_outcomes!r} must be 'all' or 'failures'")
 

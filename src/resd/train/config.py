@@ -280,6 +280,8 @@ def validate(cfg: RESDConfig) -> None:
         (cfg.distillation_teacher_temperature > 0, "distillation_teacher_temperature must be > 0 (1 = the paper's teacher)"),
         (cfg.distillation_teacher_topk is None or cfg.distillation_teacher_topk >= 1,
          "distillation_teacher_topk must be >= 1 or null"),
+        (cfg.distillation_teacher_topk is None or cfg.distillation_mode != "sampled_token",
+         "distillation_teacher_topk needs distillation_mode topk_logits or full_logits, not sampled_token"),
         (cfg.ratio_min is None or cfg.ratio_min > 0, "ratio_min must be > 0 or null"),
         (cfg.ratio_max is None or cfg.ratio_max > 0, "ratio_max must be > 0 or null"),
         (cfg.rebalance_a >= 0 and cfg.rebalance_b >= 0, "rebalance_a and rebalance_b must be >= 0"),
