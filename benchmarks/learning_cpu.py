@@ -73,14 +73,17 @@ QUICK_CONFIG = {**CPU_CONFIG, "model": "tiny-random", "max_batches": 1, "eval_li
                 "context": {"reflection_max_new_tokens": 8, "curation_max_new_tokens": 8}}
 METHODS = "resd,sdpo,grpo,resd+auto,sdpo+auto"
 REMEDY_METHODS = ("sdpo,sdpo+sharp,sdpo+teachertop,sdpo+gate,sdpo+fail,sdpo+fkl,sdpo+jsd,sdpo+token,sdpo+pg,"
-                  "sdpo+auto,resd,resd+auto,grpo")
+                  "sdpo+auto,resd,resd+sharp,resd+auto,grpo")
 """The remedies table: SDPO with each remedy (compare.VARIANTS: sharpened T = 0.5 / top-5 teacher, token
 gating, failures only, forward KL, JSD, sampled token, + GRPO term), RESD, the auto variants, GRPO."""
 TASKS: dict[str, dict] = {
     "start-word": {"rules": ["starts_with"], "max_constraints": 1, "train_size": 256, "test_size": 32},
-    # Base success measured before choosing it (nice'd, 24 train prompts x 4 samples, 16 tokens):
-    # see benchmarks/README.md; < 15% as issue 21 asks, and the answer fits in 16 tokens.
-    "uppercase": {"rules": ["uppercase"], "max_constraints": 1, "train_size": 256, "test_size": 32},
+    # 1-3 of {start word, keyword, a digit}: base success 12.5% (8 of 64 samples, 16 train prompts x 4,
+    # 16 tokens, measured nice'd before choosing it). Issue 21 asks < 15%; single rules were either too
+    # common (keyword 37%, number 47%) or never met in 16 tokens (uppercase 0/64, ends_with,
+    # keyword_twice 0/32), which leaves no success to learn from.
+    "start-keyword-digit": {"rules": ["starts_with", "keyword", "number"], "max_constraints": 3,
+                            "train_size": 256, "test_size": 32},
 }
 """Remedies-table tasks: name -> constraints env_options (each a rare success for SmolLM2-135M)."""
 
