@@ -155,6 +155,7 @@ def token_diagnosis(model: Any, tokenizer: Any, update: Any, items: list[Any], c
                                    pg_mask=student_in.completion_mask,
                                    succeeded=torch.tensor([it.succeeded for it in part]))
         (grad,) = torch.autograd.grad(per_token.sum(), leaf)
+        per_token = per_token.detach()
         with torch.no_grad():
             ls, lt = F.log_softmax(s_logits, -1), F.log_softmax(t_logits, -1)
             h_s, h_t = -(ls.exp() * ls).sum(-1), -(lt.exp() * lt).sum(-1)
