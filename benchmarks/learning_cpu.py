@@ -23,6 +23,16 @@ which put the 15 runs near three hours, so it was halved.
 
     python benchmarks/learning_cpu.py                 # the real run (~60-90 min on 2 cores)
     python benchmarks/learning_cpu.py --quick         # minutes: tiny-random model, 1 seed, 2 updates
+
+The remedies table (issue 21: self-distillation settings that should not make the student worse)
+runs every remedy of resd.distill.losses (as `resd compare` method variants) beside SDPO, RESD,
+their `auto` variants and GRPO, on the start-word task and on a second rare-success task, 3 seeds:
+
+    python benchmarks/learning_cpu.py --remedies                           # several CPU-hours
+    python benchmarks/learning_cpu.py --remedies --seeds 1 --tasks start-word --methods sdpo,sdpo+sharp
+
+Each task's runs go to OUT/<task>/ (re-running the same command resumes), the table is printed
+per task and written to OUT/remedies.json.
 """
 
 from __future__ import annotations
@@ -62,6 +72,20 @@ QUICK_CONFIG = {**CPU_CONFIG, "model": "tiny-random", "max_batches": 1, "eval_li
                 "probe_tasks": 2, "probe_samples": 2,
                 "context": {"reflection_max_new_tokens": 8, "curation_max_new_tokens": 8}}
 METHODS = "resd,sdpo,grpo,resd+auto,sdpo+auto"
+REMEDY_METHODS = ("sdpo,sdpo+sharp,sdpo+teachertop,sdpo+gate,sdpo+fail,sdpo+fkl,sdpo+jsd,sdpo+token,sdpo+pg,"
+                  "sdpo+auto,resd,resd+sharp,resd+auto,grpo")
+"""The remedies table: SDPO with each remedy (compare.VARIANTS: sharpened T = 0.5 / top-5 teacher, token
+gating, failures only, forward KL, JSD, sampled token, + GRPO term), RESD, the auto variants, GRPO."""
+TASKS: dict[str, dict] = {
+    "start-word": {"rules": ["starts_with"], "max_constraints": 1, "train_size": 256, "test_size": 32},
+    # 1-3 of {start word, keyword, a digit}: base success 12.5% (8 of 64 samples, 16 train prompts x 4,
+    # 16 tokens, measured nice'd before choosing it). Issue 21 asks < 15%; single rules were either too
+    # common (keyword 37%, number 47%) or never met in 16 tokens (uppercase 0/64, ends_with,
+    # keyword_twice 0/32), which leaves no success to learn from.
+    "start-keyword-digit": {"rules": ["starts_with", "keyword", "number"], "max_constraints": 3,
+                            "train_size": 256, "test_size": 32},
+}
+"""Remedies-table tasks: name -> constraints env_options (each a rare success for SmolLM2-135M)."""
 
 def gains(runs: list) -> dict[str, list[float]]:
     """Per seed: final and selected per-task mean@k minus the run's own step-0 mean@k."""
@@ -77,11 +101,6 @@ def gains(runs: list) -> dict[str, list[float]]:
     return out
 
 
-def fmt(values: list[float], scale: float = 100.0) -> str:
-    m, h = mean_ci(values)
-    return f"{scale * m:+.2f} ± {scale * h:.2f}" if not math.isnan(h) else f"{scale * m:+.2f}"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny-random model, 1 seed, 2 updates (smoke run)")
@@ -91,10 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default=METHODS, help=f"methods, with +auto / +pg variants (default {METHODS})")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", default=None, help="output folder (default runs/learning-cpu-<time>); reuse to resume")
+    parser.add_argument("--remedies", action="store_true",
+                        help="the remedies table: every remedy on each of --tasks (default methods: REMEDY_METHODS)")
+    parser.add_argument("--tasks", default=",".join(TASKS), help=f"with --remedies: tasks among {', '.join(TASKS)}")
     args = parser.parse_args(argv)
+    if args.remedies:
+        return remedies(args)
 
     from resd.experiments.compare import compare_methods, parse_methods
-    from resd.report import load_run
 
     config = dict(QUICK_CONFIG if args.quick else CPU_CONFIG)
     if args.quick:
@@ -116,18 +139,80 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\n== CPU learning benchmark: {config['env']}, {config['model']}, {len(seeds)} seed(s), "
           f"{wall / 60:.1f} min ==")
-    print("per-task mean@k, percentage points; ± = 95% CI half-width over seeds (t distribution)")
-    header = (f"{'method':<10} {'base':>8} {'gain final':>16} {'gain selected':>16} {'rollouts':>9} "
-              f"{'final gain /1k rollouts':>24}")
-    print(header)
-    print("-" * len(header))
-    for method in parse_methods(args.methods):
+    print_table(out, parse_methods(args.methods), seeds)
+    print(f"\nreport: {out / 'report' / 'report.md'}")
+    return 0
+
+
+def table_rows(out: Path, methods: list[str], seeds: list[int]) -> list[dict]:
+    """Per method: base, final and selected gains and gain per 1k rollouts (mean, 95% CI over seeds)."""
+    from resd.report import load_run
+
+    rows = []
+    for method in methods:
         runs = [load_run(out / f"{method.replace('+', '-')}-seed{s}") for s in seeds]
         g = gains(runs)
         per_k = [f / r * 1000 if r else float("nan") for f, r in zip(g["final"], g["rollouts"])]
-        print(f"{method:<10} {100 * statistics.fmean(g['base']):>8.2f} {fmt(g['final']):>16} {fmt(g['selected']):>16} "
-              f"{statistics.fmean(g['rollouts']):>9.0f} {fmt(per_k):>24}")
-    print(f"\nreport: {out / 'report' / 'report.md'}")
+        rows.append({"method": method, "seeds": len(seeds), "base": statistics.fmean(g["base"]),
+                     "gain_final": mean_ci(g["final"]), "gain_selected": mean_ci(g["selected"]),
+                     "rollouts": statistics.fmean(g["rollouts"]), "gain_final_per_1k_rollouts": mean_ci(per_k),
+                     "per_seed_gain_final": g["final"]})
+    return rows
+
+
+def print_table(out: Path, methods: list[str], seeds: list[int]) -> list[dict]:
+    print("per-task mean@k, percentage points; ± = 95% CI half-width over seeds (t distribution)")
+    width = max(10, *(len(m) for m in methods))
+    header = (f"{'method':<{width}} {'base':>8} {'gain final':>16} {'gain selected':>16} {'rollouts':>9} "
+              f"{'final gain /1k rollouts':>24}")
+    print(header)
+    print("-" * len(header))
+    rows = table_rows(out, methods, seeds)
+    for row in rows:
+        print(f"{row['method']:<{width}} {100 * row['base']:>8.2f} {fmt_ci(row['gain_final']):>16} "
+              f"{fmt_ci(row['gain_selected']):>16} {row['rollouts']:>9.0f} "
+              f"{fmt_ci(row['gain_final_per_1k_rollouts']):>24}")
+    return rows
+
+
+def fmt_ci(mean_half: tuple[float, float], scale: float = 100.0) -> str:
+    m, h = mean_half
+    return f"{scale * m:+.2f} ± {scale * h:.2f}" if not math.isnan(h) else f"{scale * m:+.2f}"
+
+
+def remedies(args: argparse.Namespace) -> int:
+    """The remedies table: each task of --tasks in its own folder, same seeds and methods."""
+    import json
+
+    from resd.experiments.compare import compare_methods, parse_methods
+
+    methods = parse_methods(args.methods if args.methods != METHODS else REMEDY_METHODS)
+    names = [t for t in args.tasks.split(",") if t]
+    unknown = [t for t in names if t not in TASKS]
+    if unknown:
+        raise SystemExit(f"unknown task {unknown[0]!r}; choose among {', '.join(TASKS)}")
+    seeds = list(range(args.seeds if args.seeds is not None else (1 if args.quick else 3)))
+    out = Path(args.out) if args.out else Path("runs") / f"learning-remedies-{time.strftime('%Y%m%d-%H%M%S')}"
+    summary: dict = {"methods": methods, "seeds": seeds, "tasks": {}}
+    started = time.perf_counter()
+    for name in names:
+        config = dict(QUICK_CONFIG if args.quick else CPU_CONFIG)
+        config["env_options"] = TASKS[name]
+        if args.quick:
+            config["max_steps"] = 2
+        if args.model:
+            config["model"] = args.model
+        task_out = out / name
+        task_out.mkdir(parents=True, exist_ok=True)
+        config_path = task_out / "learning_cpu.yaml"
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        compare_methods(methods=methods, seeds=seeds, out_dir=task_out, config_path=str(config_path),
+                        overrides=args.overrides, title=f"remedies on {name} ({config['model']})")
+        print(f"\n== remedies: {name}, {config['model']}, {len(seeds)} seed(s), "
+              f"{(time.perf_counter() - started) / 60:.1f} min so far ==")
+        summary["tasks"][name] = {"env_options": TASKS[name], "rows": print_table(task_out, methods, seeds)}
+        (out / "remedies.json").write_text(json.dumps(summary, indent=1))
+    print(f"\ntable: {out / 'remedies.json'}")
     return 0
 
 

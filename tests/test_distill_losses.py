@@ -388,3 +388,135 @@ def test_the_dispatch_gives_each_modes_per_token_loss(mode) -> None:
     }[mode]()
     torch.testing.assert_close(got, expected)
     assert got.shape == (B, T) and (got[1, 2] == 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Remedies for a teacher that hurts (issue 21): sharpened / top-k teacher, token gating, failures only
+# ---------------------------------------------------------------------------------------------
+
+def _entropy(logits: torch.Tensor) -> torch.Tensor:
+    logp = F.log_softmax(logits, dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def test_sharpened_teacher_is_the_divergence_to_the_tempered_teacher() -> None:
+    s, t, mask = _logits(0), _logits(1), torch.ones(B, T, dtype=torch.float64)
+    settings = LossSettings(mode="full_logits", alpha=1.0, ratio_min=None, teacher_temperature=0.5)
+    got = per_token_loss(settings, s, torch.zeros(B, T, dtype=torch.long), mask, teacher_logits=t)
+    want = _divergence_direct(F.softmax(s, -1), F.softmax(t / 0.5, -1), 1.0)
+    torch.testing.assert_close(got, want)
+    plain = per_token_loss(LossSettings(mode="full_logits", alpha=1.0, ratio_min=None), s,
+                           torch.zeros(B, T, dtype=torch.long), mask, teacher_logits=t)
+    assert not torch.allclose(got, plain)
+
+
+def test_a_step_towards_a_sharpened_teacher_spreads_less_mass() -> None:
+    """The point of the remedy: one gradient step towards the T = 0.5 teacher leaves the student
+    with less entropy than the same step towards the T = 1 teacher, when the teacher is broader."""
+    g = torch.Generator().manual_seed(3)
+    student = torch.randn(B, T, V, generator=g, dtype=torch.float64) * 3.0
+    teacher = student.detach() * 0.4 + torch.randn(B, T, V, generator=g, dtype=torch.float64) * 0.3  # broader
+    assert (_entropy(teacher) > _entropy(student)).all()
+    mask = torch.ones(B, T, dtype=torch.float64)
+    ids = torch.zeros(B, T, dtype=torch.long)
+    after = {}
+    for temp in (1.0, 0.5):
+        s = student.clone().requires_grad_(True)
+        per_token_loss(LossSettings(mode="full_logits", alpha=0.0, ratio_min=None, teacher_temperature=temp),
+                       s, ids, mask, teacher_logits=teacher).sum().backward()
+        after[temp] = _entropy(student - 2.0 * s.grad).mean()
+    assert after[0.5] < after[1.0]
+
+
+def test_topk_teacher_is_renormalised_over_its_k_best_tokens() -> None:
+    from resd.distill import shape_teacher_logits
+
+    t = _logits(4)
+    shaped = shape_teacher_logits(t, topk=3)
+    p = F.softmax(shaped, -1)
+    top = torch.topk(t, 3, dim=-1)
+    assert ((p > 0).sum(-1) == 3).all()
+    torch.testing.assert_close(p.gather(-1, top.indices), F.softmax(top.values, -1))
+    torch.testing.assert_close(shape_teacher_logits(t), t)  # T = 1, no top-k: untouched
+    # Through the dispatch: finite with the paper's ratio clip, and different from the full teacher.
+    s, mask, ids = _logits(5), torch.ones(B, T), torch.zeros(B, T, dtype=torch.long)
+    got = per_token_loss(LossSettings(mode="topk_logits", topk=5, teacher_topk=2), s, ids, mask, teacher_logits=t)
+    full = per_token_loss(LossSettings(mode="topk_logits", topk=5), s, ids, mask, teacher_logits=t)
+    assert torch.isfinite(got).all() and not torch.allclose(got, full)
+
+
+def _gate_case() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Student uniform; on the sampled token 0 the teacher is higher at t = 0, lower at t = 1, equal at t = 2."""
+    s = torch.zeros(B, T, V, dtype=torch.float64)
+    t = torch.zeros(B, T, V, dtype=torch.float64)
+    t[:, 0, 0] = 2.0
+    t[:, 1, 0] = -2.0
+    t[:, 2, 1] = 1.0
+    t[:, 2, 0] = 0.0
+    return s, t, torch.zeros(B, T, dtype=torch.long)
+
+
+def test_token_gate_keeps_tokens_the_teacher_moves_the_outcomes_way() -> None:
+    from resd.distill import outcome_gate
+
+    s, t, ids = _gate_case()
+    ls, lt = sequence_logprobs(s, ids), sequence_logprobs(t, ids)
+    lt[:, 2] = ls[:, 2]  # exactly equal at t = 2: no direction, no distillation
+    gate = outcome_gate(ls, lt, torch.tensor([True, False]), token_gate=True, failures_only=False)
+    torch.testing.assert_close(gate, torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=gate.dtype))
+    # Through the dispatch, per token: gated tokens are exactly 0, kept tokens equal the ungated loss.
+    mask = torch.ones(B, T, dtype=torch.float64)
+    succeeded = torch.tensor([True, False])
+    settings = LossSettings(mode="full_logits", ratio_min=None)
+    plain = per_token_loss(settings, s, ids, mask, teacher_logits=t)
+    gated = per_token_loss(LossSettings(mode="full_logits", ratio_min=None, token_gate=True), s, ids, mask,
+                           teacher_logits=t, succeeded=succeeded)
+    assert gated[0, 0] == plain[0, 0] and gated[1, 1] == plain[1, 1] and plain[0, 1] > 0
+    assert gated[0, 1] == 0 and gated[1, 0] == 0
+
+
+def test_distilling_failures_only_zeroes_accepted_rows_and_keeps_the_rest() -> None:
+    s, t, mask, ids = _logits(6), _logits(7), torch.ones(B, T), torch.zeros(B, T, dtype=torch.long)
+    plain = per_token_loss(LossSettings(), s, ids, mask, teacher_logits=t)
+    only = per_token_loss(LossSettings(distill_outcomes="failures"), s, ids, mask, teacher_logits=t,
+                          succeeded=torch.tensor([True, False]))
+    assert (only[0] == 0).all() and (plain[0] > 0).all()
+    torch.testing.assert_close(only[1], plain[1])
+
+
+def test_gating_narrows_the_distillation_term_not_the_policy_gradient() -> None:
+    s, t, ids = _gate_case()
+    s = s.clone().requires_grad_(True)
+    mask = torch.ones(B, T, dtype=torch.float64)
+    adv = torch.tensor([1.0, -1.0])
+    both = per_token_loss(LossSettings(mode="full_logits", pg_coef=1.0, distill_outcomes="failures"), s, ids, mask,
+                          teacher_logits=t, advantages=adv, pg_mask=mask, succeeded=torch.tensor([True, False]))
+    pg = per_token_loss(LossSettings(mode="policy_gradient"), s, ids, mask, advantages=adv)
+    torch.testing.assert_close(both[0], pg[0])  # the accepted row: only the GRPO term is left
+
+
+def test_remedy_settings_are_validated() -> None:
+    s, t, mask, ids = _logits(0), _logits(1), torch.ones(B, T), torch.zeros(B, T, dtype=torch.long)
+    with pytest.raises(UserError, match="teacher_temperature"):
+        LossSettings(teacher_temperature=0.0)
+    with pytest.raises(UserError, match="teacher_topk"):
+        LossSettings(teacher_topk=0)
+    with pytest.raises(UserError, match="logit-level"):
+        LossSettings(mode="sampled_token", teacher_topk=5)
+    with pytest.raises(UserError, match="distill_outcomes"):
+        LossSettings(distill_outcomes="successes")  # type: ignore[arg-type]
+    with pytest.raises(UserError, match="outcome"):
+        per_token_loss(LossSettings(token_gate=True), s, ids, mask, teacher_logits=t)
+
+
+def test_the_config_carries_the_remedies_and_rejects_bad_values() -> None:
+    from resd.train.config import load_config
+
+    cfg = load_config(None, ["distillation_teacher_temperature=0.5", "distillation_teacher_topk=20",
+                             "distillation_token_gate=true", "distill_outcomes=failures"], method="sdpo")
+    assert (cfg.distillation_teacher_temperature, cfg.distillation_teacher_topk, cfg.distillation_token_gate,
+            cfg.distill_outcomes) == (0.5, 20, True, "failures")
+    for bad in (["distillation_teacher_temperature=0"], ["distillation_teacher_topk=0"], ["distill_outcomes=some"],
+                ["distillation_teacher_topk=5", "distillation_mode=sampled_token"]):
+        with pytest.raises(UserError):
+            load_config(None, bad, method="sdpo")

@@ -71,6 +71,7 @@ def measure_generation(model_dir: Path, device: str, prompts: int, samples: int,
     import torch
     from generation_throughput import ours_generate, plain_generate
 
+    from resd.envs import get
     from resd.models import load
 
     model, tokenizer = load(str(model_dir), dtype="bfloat16", device=device)
@@ -109,7 +110,7 @@ def measure_step(method: str, model_dir: Path, run_dir: Path, device: str, max_n
         "method": method, "env": "toyenv:LetterEnv", "env_options": {"train_size": 32, "test_size": 2},
         "model": str(model_dir), "dtype": "bfloat16", "batch_size": 8, "max_completion_length": max_new_tokens,
         "generation_batch_size": 64, "micro_batch_size": 8, "learning_rate": 1e-6, "warmup_steps": 0,
-        "do_eval": False, "progress": False, "output_dir": str(run_dir), "max_teacher_prompt_length": 2048,
+        "eval_every": 0, "progress": False, "output_dir": str(run_dir), "max_teacher_prompt_length": 2048,
         "context": {"reflection_max_new_tokens": 64, "curation_max_new_tokens": 64}})
     trainer = RESDTrainer(cfg)
     trainer.setup()
@@ -125,7 +126,7 @@ def measure_step(method: str, model_dir: Path, run_dir: Path, device: str, max_n
     result = {
         "precision": f"{str(student.dtype).replace('torch.', '')} master / {cfg.dtype} compute",
         "strategy": cfg.strategy,
-        "updated_steps": sum(int(r.get("distill_tokens", 0) > 0) for r in records),
+        "updated_steps": sum(int(r.get("loss_tokens", 0) > 0) for r in records),
         "loss": [r["loss"] for r in records],
         "completion_tokens_mean": sum(r["completion_tokens_mean"] for r in records) / len(records),
         "samples_per_step": cfg.batch_size * cfg.num_generations,

@@ -9,10 +9,12 @@ from resd.distill.losses import (
     clamp_teacher_logprobs,
     divergence_per_token,
     group_advantages,
+    outcome_gate,
     per_token_loss,
     policy_gradient_per_token,
     sampled_token_per_token,
     sequence_logprobs,
+    shape_teacher_logits,
     success_rate_weights,
 )
 from resd.distill.masks import char_to_token_index, error_suffix_mask, find_error_span, locate_error_token
@@ -26,9 +28,11 @@ __all__ = [
     "find_error_span",
     "group_advantages",
     "locate_error_token",
+    "outcome_gate",
     "per_token_loss",
     "policy_gradient_per_token",
     "sampled_token_per_token",
     "sequence_logprobs",
+    "shape_teacher_logits",
     "success_rate_weights",
 ]

@@ -43,6 +43,8 @@ __all__ = [
     "sequence_logprobs",
     "group_advantages",
     "clamp_teacher_logprobs",
+    "shape_teacher_logits",
+    "outcome_gate",
 ]
 
 # Log-probabilities are floored here before any divergence arithmetic. exp(-1e4) is exactly 0 in
@@ -380,6 +382,79 @@ class LossSettings:
     TRL's `aggregate_loss` names its reductions): "distilled" = the tokens the loss masks in
     (self-distillation); "sampled" = every sampled response token of the batch, including samples
     of zero advantage (GRPO and pg_coef > 0: DAPO's token-level mean, TRL loss_type="dapo")."""
+    teacher_temperature: float = 1.0
+    """Sharpened teacher: its logits are divided by this before any divergence (< 1 sharpens, 1 =
+    the paper's teacher). Why: a teacher that ranks the accepted answer higher but is broader than
+    the student pulls the student's mass into its tail (measured by
+    benchmarks/distill_diagnosis.py); dividing by T < 1 keeps the teacher's ranking and drops its
+    spread. The temperature-scaled target of knowledge distillation (Hinton, Vinyals & Dean 2015,
+    §2), here below 1 to sharpen instead of soften."""
+    teacher_topk: int | None = None
+    """Top-k renormalised teacher: only the teacher's k most likely tokens keep probability,
+    renormalised over them (top-k filtering as in Fan et al. 2018, §5.4, applied to the target);
+    the ratio clip (`ratio_min`) still bounds how hard a token outside them is pushed down.
+    None = the whole teacher distribution (the paper)."""
+    token_gate: bool = False
+    """Token-level gating: distil a response token only where the teacher moves its probability
+    the way the sample's outcome says, log p_t(y_t) > log p_s(y_t) on an accepted sample and < on a
+    rejected one (the sign of the paper's §3.1 teacher advantage; the other tokens are where the
+    teacher disagrees with the environment). Gated tokens still count in the update's token mean,
+    so a mostly-gated update is a small one."""
+    distill_outcomes: Literal["all", "failures"] = "all"
+    """Which samples are distilled: "all" (the paper) or "failures" only (rejected samples; an
+    accepted sample's teacher can only copy what the student already did, so it has least to add
+    and most room to spread mass). Counted in the token mean like `token_gate`."""
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.teacher_temperature) and self.teacher_temperature > 0):
+            raise UserError(f"teacher_temperature={self.teacher_temperature} must be a finite number > 0 "
+                            "(1 = the paper's teacher, < 1 sharpens)")
+        if self.teacher_topk is not None and (isinstance(self.teacher_topk, bool)
+                                              or not isinstance(self.teacher_topk, int) or self.teacher_topk < 1):
+            raise UserError(f"teacher_topk={self.teacher_topk!r} must be a positive integer or None (whole distribution)")
+        if self.teacher_topk is not None and self.mode == "sampled_token":
+            raise UserError("teacher_topk needs a logit-level mode (topk_logits or full_logits): with sampled_token "
+                            "a sampled token outside the teacher's k would get log-probability -inf")
+        if self.distill_outcomes not in ("all", "failures"):
+            raise UserError(f"distill_outcomes={self.distill_outcomes!r} must be 'all' or 'failures'")
+
+    @property
+    def needs_outcomes(self) -> bool:
+        """Whether the loss reads each sample's outcome (gating, failures only)."""
+        return self.token_gate or self.distill_outcomes == "failures"
+
+
+def shape_teacher_logits(teacher_logits: torch.Tensor, *, temperature: float = 1.0, topk: int | None = None
+                         ) -> torch.Tensor:
+    """The distillation target: teacher logits divided by `temperature`, and with `topk` every
+    token outside the teacher's k most likely set to -inf (its softmax is then the top-k
+    renormalised). Detached; unchanged at temperature 1 and topk None."""
+    shaped = teacher_logits.detach()
+    if temperature != 1.0:
+        shaped = shaped.to(_math_dtype(shaped.dtype)) / temperature
+    if topk is not None and topk < shaped.shape[-1]:
+        kth = torch.topk(shaped, topk, dim=-1).values[..., -1:]
+        shaped = shaped.masked_fill(shaped < kth, float("-inf"))
+    return shaped
+
+
+def outcome_gate(student_token_logp: torch.Tensor, teacher_token_logp: torch.Tensor, succeeded: torch.Tensor,
+                 *, token_gate: bool, failures_only: bool) -> torch.Tensor:
+    """``[B, T]`` 0/1 mask of the tokens to distil given each sample's outcome (``succeeded``
+    ``[B]`` bool): with `failures_only` the accepted samples' rows are 0; with `token_gate` a token
+    is kept only where sign(log p_t(y_t) - log p_s(y_t)) is + on accepted and - on rejected samples."""
+    _check_same_batch("teacher_token_logp", teacher_token_logp, student_token_logp.shape)
+    ok = succeeded.to(device=student_token_logp.device, dtype=torch.bool).reshape(-1)
+    if ok.shape[0] != student_token_logp.shape[0]:
+        raise UserError(f"succeeded has {ok.shape[0]} entries but the batch has {student_token_logp.shape[0]} samples")
+    keep = torch.ones_like(student_token_logp, dtype=torch.bool)
+    if failures_only:
+        keep &= ~ok[:, None]
+    if token_gate:
+        moves_up = teacher_token_logp.detach() > student_token_logp.detach()
+        moves_down = teacher_token_logp.detach() < student_token_logp.detach()
+        keep &= torch.where(ok[:, None], moves_up, moves_down)
+    return keep.to(_math_dtype(student_token_logp.dtype))
 
 
 def per_token_loss(
@@ -391,6 +466,7 @@ def per_token_loss(
     teacher_logits: torch.Tensor | None = None,
     advantages: torch.Tensor | None = None,
     pg_mask: torch.Tensor | None = None,
+    succeeded: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The ``[B, T]`` per-token loss of one micro-batch for `settings.mode` (zero outside the masks).
 
@@ -399,7 +475,9 @@ def per_token_loss(
     re-generates before its one optimiser step), so the policy-gradient ratio is taken against the
     detached current log-probs and equals 1 at the step. With `settings.pg_coef` > 0 a distillation
     mode adds `pg_coef` times the policy-gradient term on `pg_mask` (the whole response; `mask`
-    then only marks the distilled tokens).
+    then only marks the distilled tokens). The teacher is shaped first (`teacher_temperature`,
+    `teacher_topk`); `token_gate` and `distill_outcomes` need `succeeded` ``[B]`` (the
+    environment accepted the sample) and narrow `mask` for the distillation term only.
     """
     mode = settings.mode
 
@@ -413,6 +491,15 @@ def per_token_loss(
         return policy_gradient(mask)
     if teacher_logits is None:
         raise UserError(f"distillation_mode={mode!r} needs the teacher's logits")
+    teacher_logits = shape_teacher_logits(teacher_logits, temperature=settings.teacher_temperature,
+                                          topk=settings.teacher_topk)
+    if settings.needs_outcomes:
+        if succeeded is None:
+            raise UserError("token_gate / distill_outcomes=failures need each sample's outcome (succeeded)")
+        mask = mask * outcome_gate(sequence_logprobs(student_logits.detach(), completion_ids),
+                                   sequence_logprobs(teacher_logits, completion_ids), succeeded,
+                                   token_gate=settings.token_gate,
+                                   failures_only=settings.distill_outcomes == "failures").to(mask.device)
     if mode == "sampled_token":
         distill = sampled_token_per_token(sequence_logprobs(student_logits, completion_ids),
                                           sequence_logprobs(teacher_logits, completion_ids), mask)

@@ -45,8 +45,18 @@ class PlannedRun:
 VARIANTS: dict[str, dict[str, Any]] = {
     "auto": {"teacher_slots": "auto"},
     "pg": {"pg_coef": 1.0},
+    # Remedies for a teacher that makes the student worse (resd.distill.losses.LossSettings, issue 21).
+    "sharp": {"distillation_teacher_temperature": 0.5},
+    "teachertop": {"distillation_teacher_topk": 5},
+    "gate": {"distillation_token_gate": True},
+    "fail": {"distill_outcomes": "failures"},
+    "fkl": {"distillation_alpha": 0.0},
+    "jsd": {"distillation_alpha": 0.5},
+    "token": {"distillation_mode": "sampled_token"},
 }
-"""`--methods resd+auto`: a method with extra settings (auto teacher slots; a GRPO term)."""
+"""`--methods resd+auto`: a method with extra settings (auto teacher slots; a GRPO term; a
+sharpened (T = 0.5) or top-5 teacher; token gating; failures only; forward KL / JSD(0.5) instead of
+the reverse KL; the sampled-token loss)."""
 
 
 def parse_methods(text: str) -> list[str]:

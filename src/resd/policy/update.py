@@ -293,9 +293,10 @@ class PolicyUpdate:
         if self.teacher is not None and teacher_logits is None:
             teacher_logits = logits.detach()  # a dummy chunk: zero loss that still touches every weight
         advantages = torch.tensor([it.advantage for it in chunk], dtype=torch.float32, device=device)
+        succeeded = torch.tensor([it.succeeded for it in chunk], dtype=torch.bool, device=device)
         per_token = per_token_loss(self.loss, logits, student_in.completion_ids, mask,
                                    teacher_logits=teacher_logits, advantages=advantages,
-                                   pg_mask=student_in.completion_mask)
+                                   pg_mask=student_in.completion_mask, succeeded=succeeded)
         part = (per_token * weights[:, None]).sum()
         if dummy:
             part = part * 0.0

@@ -223,7 +223,10 @@ def build_update(cfg: RESDConfig, policy: Policy, accelerator: Any, ranks: Ranks
     loss = LossSettings(mode=cfg.distillation_mode if cfg.distills else "policy_gradient",
                         alpha=cfg.distillation_alpha, topk=cfg.distillation_topk, add_tail=cfg.distillation_add_tail,
                         ratio_min=cfg.ratio_min, ratio_max=cfg.ratio_max, pg_coef=cfg.pg_coef if cfg.distills else 0.0,
-                        token_mean="sampled" if cfg.rewards_advantages else "distilled")
+                        token_mean="sampled" if cfg.rewards_advantages else "distilled",
+                        teacher_temperature=cfg.distillation_teacher_temperature,
+                        teacher_topk=cfg.distillation_teacher_topk, token_gate=cfg.distillation_token_gate,
+                        distill_outcomes=cfg.distill_outcomes)
     return PolicyUpdate(model=policy.model, student=policy.student, teacher=policy.teacher,
                         optimizer=policy.optimizer, scheduler=policy.scheduler, accelerator=accelerator, ranks=ranks,
                         loss=loss, pad_id=policy.pad_id, micro_batch_size=cfg.micro_batch_size,

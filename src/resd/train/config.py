@@ -144,6 +144,17 @@ class RESDConfig:
     """eps_min: teacher log-probs clamped to >= log p_s + log eps_min (paper: 0.2)."""
     ratio_max: float | None = None
     """eps_max: teacher log-probs clamped to <= log p_s + log eps_max (paper: none; Manufactoria 5)."""
+    distillation_teacher_temperature: float = 1.0
+    """Sharpened teacher: teacher logits divided by this before the divergence (< 1 sharpens;
+    paper: 1). See resd.distill.losses.LossSettings.teacher_temperature for the rationale."""
+    distillation_teacher_topk: int | None = None
+    """Top-k renormalised teacher: keep only the teacher's k most likely tokens (paper: null, the
+    whole distribution)."""
+    distillation_token_gate: bool = False
+    """Distil a token only where the teacher moves it the way the sample's outcome says (up on
+    accepted, down on rejected samples; paper: false)."""
+    distill_outcomes: Literal["all", "failures"] = "all"
+    """Which samples are distilled: all (paper) or failures only."""
     rebalance: bool = False
     """Success-rate rebalancing of sample weights (App. B; paper: BouncingSim-Easy and FiNER)."""
     rebalance_a: float = 1.0
@@ -297,8 +308,8 @@ def validate(cfg: RESDConfig) -> None:
              "max_teacher_prompt_length", "eval_k", "probe_tasks", "probe_samples", "checkpoint_every")
     optional_sizes = ("max_batches", "max_steps", "eval_limit", "eval_max_new_tokens")
     numbers = ("temperature", "top_p", "learning_rate", "weight_decay", "adam_beta1", "adam_beta2", "max_grad_norm",
-               "distillation_alpha", "ratio_min", "ratio_max", "rebalance_a", "rebalance_b",
-               "success_reward_threshold", "teacher_update_rate", "pg_coef")
+               "distillation_alpha", "distillation_teacher_temperature", "ratio_min", "ratio_max", "rebalance_a",
+               "rebalance_b", "success_reward_threshold", "teacher_update_rate", "pg_coef")
     checks: list[tuple[bool, str]] = [
         (cfg.method in METHODS, f"method={cfg.method!r}: choose one of {', '.join(METHODS)}"),
         (cfg.eval_every is None or cfg.eval_every >= 0, f"eval_every must be >= 0 or null (got {cfg.eval_every})"),
@@ -318,6 +329,11 @@ def validate(cfg: RESDConfig) -> None:
         (cfg.max_grad_norm is None or cfg.max_grad_norm > 0,
          f"max_grad_norm must be > 0 or null (got {cfg.max_grad_norm}; a negative clip would flip the gradients)"),
         (0 <= cfg.distillation_alpha <= 1, "distillation_alpha must be in [0, 1]"),
+        (cfg.distillation_teacher_temperature > 0, "distillation_teacher_temperature must be > 0 (1 = the paper's teacher)"),
+        (cfg.distillation_teacher_topk is None or cfg.distillation_teacher_topk >= 1,
+         "distillation_teacher_topk must be >= 1 or null"),
+        (cfg.distillation_teacher_topk is None or cfg.distillation_mode != "sampled_token",
+         "distillation_teacher_topk needs distillation_mode topk_logits or full_logits, not sampled_token"),
         (cfg.ratio_min is None or cfg.ratio_min > 0, "ratio_min must be > 0 or null"),
         (cfg.ratio_max is None or cfg.ratio_max > 0, "ratio_max must be > 0 or null"),
         (cfg.rebalance_a >= 0 and cfg.rebalance_b >= 0, "rebalance_a and rebalance_b must be >= 0"),
