@@ -339,3 +339,25 @@ def test_feedback_shows_a_crash_alone_else_three_wrong_answers_and_grows_only_pa
     assert "Test 2: Runtime error\nboom" in crash and "wrong answer" not in crash
     assert judge.feedback_text(_checks([1, 2, 3])) == ""
     assert len(judge.feedback_text(_checks([1000.0] * 15))) <= 2000
+
+
+def test_generated_records_come_back_from_the_cache_and_a_bad_entry_is_drawn_again(tmp_path, monkeypatch):
+    import json
+
+    from resd.envs.bouncing.scene import EASY
+    from resd.envs.bouncingsim import generated_records
+
+    monkeypatch.setenv("RESD_CACHE_DIR", str(tmp_path))
+    first = generated_records(EASY, "train", 7, 3)
+    (entry,) = (tmp_path / "bouncingsim").glob("*-train-7-3-*.jsonl")
+    # The cache is what a second call reads: a marked copy comes back as it is.
+    marked = [{**r, "marker": i} for i, r in enumerate(first)]
+    entry.write_text("".join(json.dumps(r) + "\n" for r in marked))
+    assert generated_records(EASY, "train", 7, 3) == marked
+    # A short, damaged or foreign entry is a miss: the scenes are drawn again, the same as before.
+    for bad in ("", '{"id": "G_1_1"}\n', "not json\n" * 3, "".join(json.dumps({**r, "id": "x"}) + "\n" for r in first)):
+        entry.write_text(bad)
+        assert generated_records(EASY, "train", 7, 3) == first
+    # Another size or seed is another entry.
+    assert generated_records(EASY, "train", 7, 2) == first[:2]
+    assert len(list((tmp_path / "bouncingsim").glob("*.jsonl"))) == 2

@@ -131,6 +131,18 @@ def read_json_file(path: str | os.PathLike[str], max_bytes: int = MAX_RUN_FILE_B
     return loads_bounded(read_regular_text(path, max_bytes))
 
 
+def cache_dir(kind: str) -> Path:
+    """resd's cache folder for one kind of derived data (`models`, `bouncingsim`):
+    `$RESD_CACHE_DIR/<kind>`, else `$XDG_CACHE_HOME/resd/<kind>`, else `~/.cache/resd/<kind>`.
+    Everything there can be rebuilt; readers treat a bad entry as a miss."""
+    base = os.environ.get("RESD_CACHE_DIR")
+    if base:
+        return Path(base).expanduser() / kind
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    root = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return root / "resd" / kind
+
+
 def json_safe(value: Any) -> Any:
     """JSON-safe numbers (NaN/inf become null) so every file parses in any JSON reader."""
     if isinstance(value, float) and not math.isfinite(value):

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from resd.errors import UserError
-from resd.files import replace_dir_atomic
+from resd.files import cache_dir, replace_dir_atomic
 
 DEFAULT_MODEL = "smollm2-135m"
 TINY_MODEL = "tiny-random"
@@ -155,12 +155,7 @@ def _smollm2_gguf_path() -> Path:
 
 
 def _cache_root() -> Path:
-    base = os.environ.get("RESD_CACHE_DIR")
-    if base:
-        return Path(base).expanduser() / "models"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    root = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return root / "resd" / "models"
+    return cache_dir("models")
 
 
 def _gguf_cache_enabled() -> bool:

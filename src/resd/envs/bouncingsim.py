@@ -20,11 +20,13 @@ Candidate programs run in the OS sandbox (`resd.envs.sandbox`) through a small h
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import os
 import re
 import secrets
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
@@ -38,6 +40,7 @@ from resd.envs.records import load_records
 from resd.envs.sandbox import require, run_python
 from resd.envs.text import MAX_COMPLETION_CHARS
 from resd.errors import UserError
+from resd.files import cache_dir, read_jsonl, write_text_atomic
 
 REWARD_MODES = ("all", "fraction")
 SOURCES = ("generated", "hf", "file")
@@ -156,12 +159,41 @@ def record_task(record: dict[str, Any], task_id: str, split: str) -> Task:
 
 
 def generated_records(difficulty: Difficulty, split: str, seed: int, size: int) -> list[dict[str, Any]]:
-    """Records of our generator: scene i depends only on (difficulty, split, seed, i)."""
+    """Records of our generator: scene i depends only on (difficulty, split, seed, i).
+
+    Drawing a scene runs Box2D at dt = 1/4000 (and the step-size check at 1/3000): ~0.05 s each,
+    half a minute for a default split. The records are deterministic, so they are kept in resd's
+    cache (`resd.files.cache_dir("bouncingsim")`) under a key naming the generator's source and the
+    Box2D version; an unreadable or mismatched entry is a miss and is drawn again."""
+    path = cache_dir("bouncingsim") / f"{difficulty.name}-{split}-{seed}-{size}-{_generator_fingerprint()}.jsonl"
+    try:
+        rows = read_jsonl(path)
+    except (UserError, OSError):
+        rows = []
+    if len(rows) == size and all(r.get("id") == f"G_{difficulty.level}_{i + 1}" for i, r in enumerate(rows)):
+        return rows
     rows = []
     for i in range(size):
         scene, truth = draw_scene(difficulty, f"bouncingsim/{difficulty.name}/{split}/{seed}/{i}")
         rows.append(scene_record(scene, truth, difficulty, i))
-    return rows
+    try:
+        write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    except OSError:  # a read-only or full disk: the records are still right, only not kept
+        pass
+    return json.loads(json.dumps(rows))  # the same JSON form a cached read returns
+
+
+@lru_cache(maxsize=1)
+def _generator_fingerprint() -> str:
+    """A short hash of what decides a generated record: this module, the scene, engine and prompt
+    code, and the Box2D version."""
+    import Box2D
+
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    for name in ("scene.py", "engine.py", "prompt.py"):
+        digest.update(_package_text(name).encode("utf-8"))
+    digest.update(str(getattr(Box2D, "__version__", "")).encode("utf-8"))
+    return digest.hexdigest()[:16]
 
 
 def split_path(root: str | None, split: str) -> str | None:
