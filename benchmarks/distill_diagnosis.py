@@ -107,13 +107,6 @@ def token_kind(tokenizer: Any, token_id: int, position: int, special: set[int]) 
 
 
 @dataclass
-class HeldOut:
-    prompt_ids: list[int]
-    good: list[int]
-    failed: list[int]
-
-
-@dataclass
 class MethodSetup:
     method: str
     cfg: Any
@@ -206,12 +199,6 @@ def summarise_tokens(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "by_position": by_position}
 
 
-def answer_logprob_sums(model: Any, held: list[HeldOut], pad_id: int, temperature: float) -> list[tuple[float, float]]:
-    from resd.policy.packing import answer_logprobs  # read-only use of the probe's scorer
-
-    return [tuple(answer_logprobs(model, h.prompt_ids, [h.good, h.failed], pad_id, temperature)) for h in held]
-
-
 def position_distributions(model: Any, items: list[Any], pad_id: int, temperature: float, chunk: int) -> Any:
     """Student probabilities ``[positions, V]`` at every response token of `items` (student prompts)."""
     import torch
@@ -262,11 +249,12 @@ def probe_margin(model: Any, tokenizer: Any, setup: MethodSetup, env: Any, tempe
 
 
 def update_probe(base_model: Any, tokenizer: Any, acc: Any, setup: MethodSetup, variant: list[str],
-                 held: list[HeldOut], before_held: list[tuple[float, float]], before_probs: Any,
+                 held: list[Any], before_held: list[Any], before_probs: Any,
                  chunk: int) -> dict[str, Any]:
     """ONE real PolicyUpdate on a deepcopy of the model with the variant's loss; what it changed."""
     import torch
 
+    from resd.experiments.update_probe import score_pairs
     from resd.train.build import build_policy, build_update
     from resd.train.config import config_from_dict, deep_merge, parse_overrides
     from resd.train.ranks import Ranks
@@ -276,9 +264,9 @@ def update_probe(base_model: Any, tokenizer: Any, acc: Any, setup: MethodSetup, 
     update = build_update(cfg, policy, acc, Ranks(acc))
     result = update.apply(setup.items)
     student = policy.student
-    after_held = answer_logprob_sums(student, held, policy.pad_id, cfg.temperature)
-    d_good = [(a[0] - b[0]) / len(h.good) for a, b, h in zip(after_held, before_held, held)]
-    d_failed = [(a[1] - b[1]) / len(h.failed) for a, b, h in zip(after_held, before_held, held)]
+    after_held = score_pairs(student, held, policy.pad_id, cfg.temperature)
+    d_good = [(a.good - b.good) / len(h.good) for a, b, h in zip(after_held, before_held, held)]
+    d_failed = [(a.failed - b.failed) / len(h.failed) for a, b, h in zip(after_held, before_held, held)]
     after_probs = position_distributions(student, setup.items, policy.pad_id, cfg.temperature, chunk)
     entropy = lambda p: -(p * p.clamp_min(1e-30).log()).sum(-1)  # noqa: E731
     shift = (after_probs - before_probs).sum(0)
@@ -339,22 +327,6 @@ def method_setup(method: str, args: argparse.Namespace, model: Any, tokenizer: A
     items = update_items(samples, contexts, settings, tokenizer).items
     acc.free_memory()
     return MethodSetup(method, cfg, samples, items)
-
-
-def held_out_pairs(env: Any, tokenizer: Any, model: Any, tasks: list[Any], rows: list[Any], outcomes: list[Any],
-                   threshold: float) -> list[HeldOut]:
-    from resd.generation.sampling import encode_prompts, eos_token_ids
-
-    eos = eos_token_ids(model, tokenizer)[0]
-    out = []
-    for task, row, scored in zip(tasks, rows, outcomes):
-        failed = next((r.completion_ids for r, o in zip(row, scored) if o.reward < threshold and r.completion_ids), None)
-        reference = env.reference_solution(task)
-        good = (list(tokenizer(reference, add_special_tokens=False)["input_ids"]) + [eos] if reference else
-                next((r.completion_ids for r, o in zip(row, scored) if o.reward >= threshold and r.completion_ids), None))
-        if failed and good:
-            out.append(HeldOut(encode_prompts(tokenizer, [task.prompt])[0], list(good), list(failed)))
-    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -451,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from resd.eval.scoring import score_rollouts
+    from resd.experiments.update_probe import check_pairs, score_pairs
+    from resd.rollout import score_samples
     from resd.generation.engines import HFEngine
     from resd.models import load
     from resd.train.build import build_accelerator, build_environment
@@ -484,9 +458,10 @@ def main(argv: list[str] | None = None) -> int:
     outcomes = score_rollouts(env, update_tasks + heldout_tasks, rows)
     n_up = len(update_tasks)
     threshold = base_cfg.success_reward_threshold
-    held = held_out_pairs(env, tokenizer, model, heldout_tasks, rows[n_up:], outcomes[n_up:], threshold)
+    # The held-out good/failed pairs and their scorer are the update probe's (resd probe --update).
+    held = check_pairs(env, tokenizer, model, score_samples(env, heldout_tasks, rows[n_up:], threshold))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    before_held = answer_logprob_sums(model, held, pad_id, base_cfg.temperature)
+    before_held = score_pairs(model, held, pad_id, base_cfg.temperature)
     base_rate = sum(o.reward >= threshold for row in outcomes for o in row) / max(1, sum(len(r) for r in outcomes))
     progress.step(f"sampled {args.samples} answers for {len(update_tasks) + len(heldout_tasks)} prompts "
                   f"(success rate {base_rate:.2f}); {len(held)} held-out good/failed pairs")

@@ -43,6 +43,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -210,10 +211,94 @@ def remedies(args: argparse.Namespace) -> int:
                         overrides=args.overrides, title=f"remedies on {name} ({config['model']})")
         print(f"\n== remedies: {name}, {config['model']}, {len(seeds)} seed(s), "
               f"{(time.perf_counter() - started) / 60:.1f} min so far ==")
-        summary["tasks"][name] = {"env_options": TASKS[name], "rows": print_table(task_out, methods, seeds)}
+        rows = print_table(task_out, methods, seeds)
+        summary["tasks"][name] = {"env_options": TASKS[name], "rows": rows,
+                                  "predictors": predictor_table(task_out, methods, seeds)}
         (out / "remedies.json").write_text(json.dumps(summary, indent=1))
     print(f"\ntable: {out / 'remedies.json'}")
     return 0
+
+
+PREDICTORS = ("margin", "update_margin", "entropy")
+"""Which step-0 measurement predicts the sign of a run's held-out gain: the teacher probe's ranking
+margin (all the template's slots together), the update probe's margin (Δ good - Δ failed after one
+update with the run's own loss) and the update probe's held-out entropy change (predicts a gain
+when the update makes the student sharper, i.e. < 0)."""
+
+
+def run_predictors(run_dir: Path, model: Any, tokenizer: Any) -> dict[str, Any]:
+    """Both probes on the run's own config and seed, before any update (RUN/predictors.json)."""
+    import json
+
+    from resd.envs import get
+    from resd.experiments.probe import probe_settings, probe_teacher
+    from resd.experiments.update_probe import UpdateProbeSettings, probe_update
+    from resd.train.build import build_accelerator
+    from resd.train.config import config_from_dict
+
+    saved = run_dir / "predictors.json"
+    if saved.exists():
+        return json.loads(saved.read_text())
+    cfg = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    env = get(cfg.env, **cfg.env_options)
+    ranking = probe_teacher(model, tokenizer, env, probe_settings(cfg, tasks=cfg.probe_tasks, samples=cfg.probe_samples),
+                            context=cfg.context, model_name=cfg.model, progress=False)
+    last = f"cumulative:{ranking.template_slots[-1]}"
+    updated = probe_update(cfg, model, tokenizer, env, UpdateProbeSettings(
+        tasks=max(1, cfg.probe_tasks // 4), heldout=cfg.probe_tasks, samples=cfg.probe_samples, seed=cfg.seed),
+        build_accelerator(cfg, None), progress=False)
+    together = updated.effect("all").stats()
+    out = {"margin": ranking.stats(last)["margin_per_token"], "update_margin": together["update_margin"],
+           "entropy": together["entropy"], "good": together["good_per_token"], "failed": together["failed_per_token"]}
+    saved.write_text(json.dumps(out, indent=1))
+    return out
+
+
+def predictor_table(out: Path, methods: list[str], seeds: list[int]) -> dict[str, Any]:
+    """Per self-distillation run: each predictor's value at step 0 beside the run's end gain; per
+    predictor, how many runs' gain sign it got right (a gain within +-1 evaluation sample of 0
+    counts as no change, and a predictor whose 95% CI contains 0 predicts no change)."""
+    from resd.models import load
+    from resd.report import load_run
+
+    # GRPO has no teacher; an `auto` run distils from slots the probe chose, not the template's.
+    runs = [(m, s, out / f"{m.replace('+', '-')}-seed{s}") for m in methods for s in seeds
+            if not m.startswith("grpo") and "+auto" not in m]
+    if not runs:
+        return {}
+    model, tokenizer = load(yaml.safe_load((runs[0][2] / "config.yaml").read_text())["model"])
+    rows, hits = [], {p: 0 for p in PREDICTORS}
+    print(f"\nwhich step-0 measurement predicts the sign of the end gain ({len(runs)} runs)")
+    print(f"{'run':<24} {'end gain':>9} {'margin':>16} {'update margin':>18} {'Δ entropy':>16}")
+    for method, seed, run_dir in runs:
+        started = time.perf_counter()
+        values = run_predictors(run_dir, model, tokenizer)
+        run = load_run(run_dir)
+        gain = gains([run])["final"][0]
+        step = 1.0 / (run.evals[-1].get("n_tasks", 16) * run.evals[-1].get("k", 4))
+        truth = 0 if abs(gain) <= step else (1 if gain > 0 else -1)
+        said = {p: _sign(values[p], flip=p == "entropy") for p in PREDICTORS}
+        for p in PREDICTORS:
+            hits[p] += said[p] == truth
+        rows.append({"method": method, "seed": seed, "gain_final": gain, "truth": truth, **values,
+                     "predicted": said})
+        print(f"{method + f' s{seed}':<24} {100 * gain:>+9.2f} {_show(values['margin']):>16} "
+              f"{_show(values['update_margin']):>18} {_show(values['entropy']):>16}  "
+              f"({time.perf_counter() - started:.0f} s)", flush=True)
+    print("sign right: " + ", ".join(f"{p} {hits[p]}/{len(runs)}" for p in PREDICTORS))
+    return {"runs": rows, "sign_right": hits, "n": len(runs)}
+
+
+def _sign(stat: dict[str, Any], flip: bool = False) -> int:
+    """+1 / -1 when the 95% CI excludes 0 (flipped for the entropy: sharper predicts a gain), else 0."""
+    if not stat["n"] or stat["ci95"] != stat["ci95"] or abs(stat["mean"]) <= stat["ci95"]:
+        return 0
+    sign = 1 if stat["mean"] > 0 else -1
+    return -sign if flip else sign
+
+
+def _show(stat: dict[str, Any]) -> str:
+    return fmt_ci((stat["mean"], stat["ci95"]), scale=1.0) if stat["n"] else "n/a"
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ each script runs end to end and prints the side-by-side table with a ratio and a
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -49,3 +50,33 @@ def test_learning_benchmark_quick_prints_gain_per_method(tmp_path: Path):
     for method in ("resd", "sdpo", "grpo", "resd\\+auto", "sdpo\\+auto"):
         assert re.search(rf"^{method}\s", proc.stdout, re.M), proc.stdout
     assert (tmp_path / "lc" / "report" / "report.md").exists()
+
+
+def test_remedies_quick_prints_the_table_and_which_predictor_got_the_sign(tmp_path: Path):
+    out = tmp_path / "rem"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "learning_cpu.py"), "--remedies", "--quick",
+                           "--methods", "sdpo,sdpo+sharp,grpo", "--tasks", "start-word", "--out", str(out)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for method in ("sdpo", "sdpo\\+sharp", "grpo"):
+        assert re.search(rf"^{method}\s", proc.stdout, re.M), proc.stdout
+    table = json.loads((out / "remedies.json").read_text())["tasks"]["start-word"]
+    predictors = table["predictors"]
+    # GRPO has no teacher: only the two self-distillation runs are predicted
+    assert predictors["n"] == 2 and [r["method"] for r in predictors["runs"]] == ["sdpo", "sdpo+sharp"]
+    assert set(predictors["sign_right"]) == {"margin", "update_margin", "entropy"}
+    assert all((out / "start-word" / f"{m}-seed0" / "predictors.json").exists() for m in ("sdpo", "sdpo-sharp"))
+    assert re.search(r"^sign right: margin \d/2, update_margin \d/2, entropy \d/2$", proc.stdout, re.M)
+
+
+def test_distill_diagnosis_quick_writes_tokens_update_probe_and_plots(tmp_path: Path):
+    out = tmp_path / "diag"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "distill_diagnosis.py"), "--quick",
+                           "--methods", "sdpo", "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "diagnosis.json").read_text())
+    sdpo = report["methods"]["sdpo"]
+    assert sdpo["tokens"]["tokens"] > 0 and set(sdpo["update_probe"]) == {"trainer", "failures"}
+    assert sdpo["update_probe"]["trainer"]["heldout_good_dlogp_per_token"]["n"] == report["heldout_pairs"]
+    assert (out / "diagnosis-sdpo.png").read_bytes()[:4] == b"\x89PNG"

@@ -98,13 +98,14 @@ def test_auto_slots_probe_the_training_split_and_are_read_back_on_resume(tmp_pat
                       context={"reflection_max_new_tokens": 6, "curation_max_new_tokens": 6})
     model, tok = tiny_model(seed=1)
     run = RESDTrainer(cfg, model=model, tokenizer=tok).train()
-    probe = json.loads((run / "probe.json").read_text())
-    assert probe["probed_tasks"] >= 1 and all(t["task_id"].startswith("train-") for t in probe["tasks"])
-    assert (run / "probe.png").exists()
+    probe = json.loads((run / "update_probe.json").read_text())
+    assert probe["check_pairs"] >= 1 and all(t.startswith("train-") for t in probe["check_tasks"])
+    assert set(probe["variants"]) == {"all", "alone:feedback", "alone:reflection", "alone:playbook", "alone:solution"}
+    assert (run / "update_probe.png").exists() and not (run / "probe.json").exists()
     err = capsys.readouterr().err
-    assert "resd: probe (resd teacher prompt): teacher vs student" in err and "teacher_slots: auto ->" in err
+    assert "resd: update probe: one update on" in err and "teacher_slots: auto ->" in err
     # the engine reads exactly the slots the probe found helpful
     trainer = RESDTrainer.from_run_dir(run)
     trainer.setup()
     assert trainer.context_engine.policy.slots.on() == [s for s in SLOT_NAMES if s in probe["helpful_slots"]]
-    assert "resd: probe:" not in capsys.readouterr().err  # read back, not probed again
+    assert "resd: update probe:" not in capsys.readouterr().err  # read back, not probed again

@@ -92,13 +92,24 @@ class ContextEngine:
         contexts = [self._teacher_context(s, groups[s.group], n) for s, n in zip(samples, notes, strict=True)]
         return ContextStep(contexts, stats, outputs)
 
+    def step_per_slots(self, step: int, samples: Sequence[Sample],
+                       slot_sets: Sequence[TeacherSlots]) -> list[list[TeacherContext]]:
+        """One step observed once (one set of reflections, one playbook), its contexts picked under
+        each of `slot_sets`: what a run with each `teacher_slots` would read at this step. The
+        update probe compares them; build the engine with every slot on so that each note exists."""
+        groups = {g.index: g for g in groups_of(samples)}
+        notes, _, _ = self._observe(step, samples, groups)
+        return [[self._teacher_context(s, groups[s.group], n, slots) for s, n in zip(samples, notes, strict=True)]
+                for slots in slot_sets]
+
     def _observe(self, step: int, samples: Sequence[Sample], groups: dict[int, Group]
                  ) -> tuple[list[_Notes], dict[str, float], list[dict[str, Any]]]:
         """Per-sample notes, stats and raw outputs; the base engine adds nothing."""
         return [_Notes()] * len(samples), {}, []
 
-    def _teacher_context(self, s: Sample, group: Group, notes: _Notes) -> TeacherContext:
-        p, slots = self.policy, self.policy.slots
+    def _teacher_context(self, s: Sample, group: Group, notes: _Notes,
+                         slots: TeacherSlots | None = None) -> TeacherContext:
+        p, slots = self.policy, slots or self.policy.slots
         if self.requires_group_success and not group.any_succeeded:
             return NOT_DISTILLED
 

@@ -285,6 +285,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", default=None, help="method whose teacher template is probed (default: the config's, resd)")
     parser.add_argument("--tasks", type=int, default=8, help="training tasks to probe (default 8)")
     parser.add_argument("--samples", type=int, default=8, help="answers sampled per task (default 8)")
+    parser.add_argument("--update", action="store_true",
+                        help="also take one real distillation update per slot variant on a copy of the model and "
+                             "measure the held-out change (resd.experiments.update_probe)")
+    parser.add_argument("--update-tasks", type=int, default=4, help="with --update: prompts the update is taken on")
+    parser.add_argument("--heldout", type=int, default=16,
+                        help="with --update: other training prompts the update is checked on (default 16)")
     parser.add_argument("--env-opt", action="append", default=[], metavar="KEY=VALUE", help="environment option")
     parser.add_argument("--out", default=None, metavar="DIR", help="output folder (default runs/probe-<env>)")
 
@@ -295,8 +301,8 @@ def run(args: argparse.Namespace) -> int:
     from resd.models import load
     from resd.train.config import load_config
 
-    if args.tasks < 1 or args.samples < 1:
-        raise UserError("--tasks and --samples must be >= 1")
+    if min(args.tasks, args.samples, args.update_tasks, args.heldout) < 1:
+        raise UserError("--tasks, --samples, --update-tasks and --heldout must be >= 1")
     if not args.env and not args.config:
         raise UserError("give --env NAME (or --config FILE naming one)")
     options = parse_env_options(args.env_opt)
@@ -314,6 +320,16 @@ def run(args: argparse.Namespace) -> int:
     json_path, png = result.write(out)
     print(result.verdict())
     print(f"details: {json_path}  chart: {png}")
+    if args.update:
+        from resd.experiments.update_probe import UpdateProbeSettings, probe_update
+        from resd.train.build import build_accelerator
+
+        accelerator = build_accelerator(cfg, None)
+        updated = probe_update(cfg, model, tokenizer, env, UpdateProbeSettings(
+            tasks=args.update_tasks, heldout=args.heldout, samples=args.samples, seed=cfg.seed), accelerator)
+        json_path, png = updated.write(out)
+        print(updated.verdict())
+        print(f"details: {json_path}  chart: {png}")
     return 0
 
 

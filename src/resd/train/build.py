@@ -233,28 +233,40 @@ def build_update(cfg: RESDConfig, policy: Policy, accelerator: Any, ranks: Ranks
                         max_grad_norm=cfg.max_grad_norm, temperature=cfg.temperature)
 
 
-def start_probe(cfg: RESDConfig, policy: Policy, env: Environment, run: RunDir, ranks: Ranks) -> list[str]:
-    """`resd probe` on the training split (never the test split) before any update: writes
-    RUN/probe.json and RUN/probe.png, prints the verdict, and returns the helpful slots (what
-    `teacher_slots: auto` keeps). A resumed run reads its probe back instead of probing again."""
+def start_probe(cfg: RESDConfig, policy: Policy, env: Environment, run: RunDir, ranks: Ranks,
+                accelerator: Any) -> list[str] | None:
+    """Before any update, on the training split (never the test split). `probe_at_start`: the
+    teacher probe (`resd probe`: does the teacher rank accepted answers higher?) writes RUN/probe.json
+    and .png and prints its verdict. `teacher_slots: auto`: the update probe (`resd probe --update`:
+    does one update move held-out answers the right way?) writes RUN/update_probe.json and .png and
+    returns the slots it found helpful (None without auto). A resumed run reads both back."""
     from resd.experiments.probe import probe_settings, probe_teacher
+    from resd.experiments.update_probe import UpdateProbeSettings, probe_update
 
+    if cfg.probe_at_start and ranks.main and not (run.root / "probe.json").exists():
+        settings = probe_settings(cfg, tasks=cfg.probe_tasks, samples=cfg.probe_samples)
+        result = probe_teacher(policy.local, policy.tokenizer, env, settings, context=cfg.context,
+                               model_name=cfg.model, progress=cfg.progress)
+        result.write(run.root)
+        print(f"resd: probe ({cfg.template} teacher prompt): {result.verdict()}", file=sys.stderr)
     keep = None
-    if ranks.main:
-        saved = run.root / "probe.json"
-        if saved.exists():
+    if cfg.distills and cfg.teacher_slots == "auto":
+        saved = run.root / "update_probe.json"
+        if ranks.main and saved.exists():
             keep = list(json.loads(saved.read_text())["helpful_slots"])
-        else:
-            settings = probe_settings(cfg, tasks=cfg.probe_tasks, samples=cfg.probe_samples)
-            result = probe_teacher(policy.local, policy.tokenizer, env, settings, context=cfg.context,
-                                   model_name=cfg.model, progress=cfg.progress)
-            result.write(run.root)
-            keep = result.helpful_slots()
-            print(f"resd: probe ({cfg.template} teacher prompt): {result.verdict()}", file=sys.stderr)
-            if cfg.distills and cfg.teacher_slots == "auto":
+        keep = ranks.from_main(keep)
+        if keep is None:
+            # A quarter of the probed tasks are updated on, all of them are checked on.
+            settings = UpdateProbeSettings(tasks=max(1, cfg.probe_tasks // 4), heldout=cfg.probe_tasks,
+                                           samples=cfg.probe_samples, seed=cfg.seed)
+            updated = probe_update(cfg, policy.local, policy.tokenizer, env, settings, accelerator,
+                                   progress=cfg.progress)
+            keep = updated.helpful_slots()
+            if ranks.main:
+                updated.write(run.root)
+                print(f"resd: update probe: {updated.verdict()}", file=sys.stderr)
                 print(f"resd: teacher_slots: auto -> {', '.join(keep) or 'none: no sample will be distilled'} "
-                      f"(details: {run.root / 'probe.json'})", file=sys.stderr)
-    keep = ranks.from_main(keep)
+                      f"(details: {saved})", file=sys.stderr)
     policy.model.train()
     return keep
 

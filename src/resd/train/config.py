@@ -175,16 +175,19 @@ class RESDConfig:
     """What the teacher may read besides the task: playbook, previous_trial, feedback, reflection,
     solution (each true/false; slots the template has no place for stay empty). The paper's
     ablations (Table 3) switch one off, e.g. `teacher_slots: {reflection: false}`. "auto": measure
-    first (`resd probe` on `probe_tasks` training tasks) and keep only the slots that make the
-    teacher prefer accepted answers; a sample left with no helpful slot is not distilled."""
+    first with the update probe (`resd probe --update`: on a copy of the model, one real update per
+    slot, then the change in held-out log-probability of known-good vs failed answers) and keep only
+    the slots whose update moved held-out answers the right way beyond noise (95% CI above 0); a
+    sample left with no helpful slot is not distilled."""
     probe_at_start: bool = False
-    """Run `resd probe` on `probe_tasks` training tasks before training and print its verdict (what
-    a teacher with this `template` would know), whatever the method; `teacher_slots: auto` does it
-    anyway. The numbers go to RUN/probe.json and RUN/probe.png."""
+    """Run `resd probe` (the teacher's ranking margin, per slot) on `probe_tasks` training tasks
+    before training and print its verdict, whatever the method. The numbers go to RUN/probe.json
+    and RUN/probe.png."""
     probe_tasks: int = 16
-    """With `teacher_slots: auto`: training tasks the start-of-run probe measures."""
+    """Training tasks a start-of-run probe measures (`probe_at_start`; with `teacher_slots: auto`
+    a quarter of them are updated on and all of them are checked on)."""
     probe_samples: int = 8
-    """With `teacher_slots: auto`: answers sampled per probed task."""
+    """Answers sampled per probed task."""
     dont_reprompt_on_self_success: bool = False
     """Never show a sample its own success as the solution, nor distil a success without one (SDPO)."""
     environment_feedback_only_without_solution: bool = False

@@ -23,11 +23,12 @@ Under FSDP2 (the paper's actor is FSDP-sharded in verl):
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 
@@ -127,6 +128,19 @@ def build_accelerator(cfg: Any, run_root: Path | None, env: Mapping[str, str] | 
     if accelerator.is_main_process:
         print(f"resd: strategy: {describe(accelerator, precision)}", file=sys.stderr, flush=True)
     return accelerator
+
+
+@contextlib.contextmanager
+def prepared_for_a_moment(accelerator: Any) -> Iterator[None]:
+    """Models and optimisers prepared inside the block are forgotten by `accelerator` when it ends
+    (the update probe's throw-away copies). `Accelerator.free_memory` would also forget the run's own
+    model, which FSDP's gradient clipping looks up there; this restores the lists as they were."""
+    kept = {name: list(getattr(accelerator, name)) for name in ("_models", "_optimizers", "_schedulers")}
+    try:
+        yield
+    finally:
+        for name, objects in kept.items():
+            setattr(accelerator, name, objects)
 
 
 def strategy_of(accelerator: Any) -> str:

@@ -199,11 +199,10 @@ class RESDTrainer:
 
             write_json_atomic(self.run.root / "sandbox.json", dataclasses.asdict(isolation(self.env.sandbox)))
         self.policy = build_policy(cfg, self.acc, model=self._model_in, tokenizer=self._tokenizer_in)
-        auto = cfg.distills and cfg.teacher_slots == "auto"
-        helpful = start_probe(cfg, self.policy, self.env, self.run, self.ranks) if auto or cfg.probe_at_start else []
+        helpful = start_probe(cfg, self.policy, self.env, self.run, self.ranks, self.acc)
         self.generator = build_generator(cfg, self.policy)
         self.context_engine = build_context_engine(cfg, self.tokenizer, context_generate(cfg, self.generator),
-                                                   automatic_slots(helpful) if auto else None)
+                                                   automatic_slots(helpful) if helpful is not None else None)
         self.update = build_update(cfg, self.policy, self.acc, self.ranks)
         self.item_settings = item_settings(cfg)
         self.state = RunState(data_order=[t.id for t in self.stream])
