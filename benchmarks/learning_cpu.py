@@ -267,9 +267,9 @@ def predictor_table(out: Path, methods: list[str], seeds: list[int]) -> dict[str
     if not runs:
         return {}
     model, tokenizer = load(yaml.safe_load((runs[0][2] / "config.yaml").read_text())["model"])
-    rows, hits = [], {p: 0 for p in PREDICTORS}
+    rows, hits, warned_right = [], {p: 0 for p in PREDICTORS}, {w: 0 for w in WARNINGS}
     print(f"\nwhich step-0 measurement predicts the sign of the end gain ({len(runs)} runs)")
-    print(f"{'run':<24} {'end gain':>9} {'margin':>16} {'update margin':>18} {'Δ entropy':>16}")
+    print(f"{'run':<24} {'end gain':>9} {'margin':>16} {'update margin':>18} {'Δ entropy':>16}  health warnings")
     for method, seed, run_dir in runs:
         started = time.perf_counter()
         values = run_predictors(run_dir, model, tokenizer)
@@ -280,13 +280,34 @@ def predictor_table(out: Path, methods: list[str], seeds: list[int]) -> dict[str
         said = {p: _sign(values[p], flip=p == "entropy") for p in PREDICTORS}
         for p in PREDICTORS:
             hits[p] += said[p] == truth
+        warned = health_replay(run.metrics)
+        for name in WARNINGS:  # a warning "predicts" that the run ends no better than it began
+            warned_right[name] += (name in warned) == (truth <= 0)
         rows.append({"method": method, "seed": seed, "gain_final": gain, "truth": truth, **values,
-                     "predicted": said})
+                     "predicted": said, "warned": warned})
         print(f"{method + f' s{seed}':<24} {100 * gain:>+9.2f} {_show(values['margin']):>16} "
               f"{_show(values['update_margin']):>18} {_show(values['entropy']):>16}  "
-              f"({time.perf_counter() - started:.0f} s)", flush=True)
+              f"{', '.join(warned) or '-':<34} ({time.perf_counter() - started:.0f} s)", flush=True)
     print("sign right: " + ", ".join(f"{p} {hits[p]}/{len(runs)}" for p in PREDICTORS))
-    return {"runs": rows, "sign_right": hits, "n": len(runs)}
+    print("warned exactly on the runs that did not gain: "
+          + ", ".join(f"{w} {warned_right[w]}/{len(runs)}" for w in WARNINGS))
+    return {"runs": rows, "sign_right": hits, "warning_right": warned_right, "n": len(runs)}
+
+
+WARNINGS = ("teacher_disagrees", "entropy_rising")
+"""The health warnings about the teacher (resd.train.health), replayed over each run's metrics."""
+
+
+def health_replay(metrics: list[dict[str, Any]]) -> list[str]:
+    """The health conditions that warned at least once over these update records (the monitor is a
+    pure function of metrics.jsonl, so runs made before a condition existed are judged alike)."""
+    from resd.train.health import HealthMonitor
+
+    monitor, fired = HealthMonitor(), []
+    for record in metrics:
+        monitor.observe(record)
+        fired += [w for w in monitor.warned if w in WARNINGS and w not in fired]
+    return fired
 
 
 def _sign(stat: dict[str, Any], flip: bool = False) -> int:

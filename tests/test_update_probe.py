@@ -40,6 +40,12 @@ def test_auto_keeps_slots_whose_update_margin_is_above_zero_beyond_noise():
     hurting = _result(**{"all": ([-0.3, -0.2, -0.25], [0.0, 0.0, 0.0]),
                          "alone:feedback": ([0.2, 0.21, 0.19], [0.0, 0.01, -0.01])})
     assert hurting.helpful_slots() == ["feedback"]
+    # a right-way update that spreads the student (held-out entropy up beyond noise) is not kept
+    spreading = _result(**{"alone:feedback": ([0.2, 0.21, 0.19], [0.0, 0.01, -0.01]),
+                           "alone:solution": ([0.2, 0.21, 0.19], [0.0, 0.01, -0.01])})
+    spreading.effect("alone:feedback").entropy = [0.2, 0.18, 0.22]
+    spreading.effect("alone:solution").entropy = [-0.2, -0.18, -0.22]
+    assert spreading.helpful_slots() == ["solution"]
 
 
 def test_variants_are_the_templates_slots_together_then_each_informing_slot_alone():

@@ -176,9 +176,10 @@ class RESDConfig:
     solution (each true/false; slots the template has no place for stay empty). The paper's
     ablations (Table 3) switch one off, e.g. `teacher_slots: {reflection: false}`. "auto": measure
     first with the update probe (`resd probe --update`: on a copy of the model, one real update per
-    slot, then the change in held-out log-probability of known-good vs failed answers) and keep only
-    the slots whose update moved held-out answers the right way beyond noise (95% CI above 0); a
-    sample left with no helpful slot is not distilled."""
+    slot, then the change in held-out log-probability of known-good vs failed answers and in the
+    student's entropy) and keep only the slots whose update moved held-out answers the right way
+    without spreading the student, beyond noise (95% CIs); a sample left with no helpful slot is not
+    distilled."""
     probe_at_start: bool = False
     """Run `resd probe` (the teacher's ranking margin, per slot) on `probe_tasks` training tasks
     before training and print its verdict, whatever the method. The numbers go to RUN/probe.json
