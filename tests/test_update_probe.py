@@ -132,8 +132,8 @@ def test_probe_update_command_runs_on_every_built_in_environment(env, tmp_path, 
         lines += ["env_options:", f"  data_dir: {data}"]
     config.write_text("\n".join(lines) + "\n")
     out = tmp_path / "probe"
-    assert main(["probe", "--config", str(config), "--env", env, "--tasks", "2", "--samples", "2", "--update",
-                 "--update-tasks", "2", "--heldout", "3", "--out", str(out)]) == 0
+    assert main(["probe", "--config", str(config), "--env", env, "--tasks", "1", "--samples", "2", "--update",
+                 "--update-tasks", "1", "--heldout", "2", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     data = json.loads((out / "update_probe.json").read_text())
     assert data["env"] == env and data["method"] == "sdpo" and "all" in data["variants"]
