@@ -95,6 +95,10 @@ def test_update_probe_moves_a_copy_and_leaves_the_model_and_accelerator_as_they_
     together = result.effect("all")
     assert together.distilled_samples >= 1 and together.loss_tokens >= 1
     assert len(together.good) == result.check_pairs and any(abs(g) > 1e-4 for g in together.good)
+    # before the update: teacher and student entropy at every distilled token of the "all" variant
+    profile = result.entropy.stats()
+    assert profile["gap"]["n"] == together.loss_tokens and 0.0 <= profile["teacher_broader_fraction"] <= 1.0
+    assert "teacher's entropy minus the student's" in result.verdict()
     # the same seed measures the same numbers (the update is the run's, deterministic on a CPU)
     again = probe_update(cfg, model, tok, env, settings, acc, progress=False)
     assert again.effect("all").good == pytest.approx(together.good, abs=1e-6)
@@ -139,6 +143,7 @@ def test_probe_update_command_runs_on_every_built_in_environment(env, tmp_path, 
     assert data["env"] == env and data["method"] == "sdpo" and "all" in data["variants"]
     assert "one update on" in printed and "update_probe.json" in printed
     assert (out / "update_probe.png").read_bytes()[:4] == b"\x89PNG"
+    assert data["teacher_vs_student_entropy"]["gap"]["n"] >= 1
     # every built-in task has a reference solution: the held-out prompts whose samples failed are checked
     assert data["check_pairs"] >= 1
     assert data["variants"]["all"]["good_per_token"]["n"] == data["check_pairs"]

@@ -21,6 +21,11 @@ student is pulled towards it. This probe measures the update itself, on a copy o
    the change of the student's entropy over those answers' positions (> 0: the update spread the
    student's mass).
 
+Before the update, on the update set's distilled tokens (the "all" variant): the student's and the
+teacher's entropy at each sampled token, by outcome and response position. A teacher broader than
+the student (higher entropy) where it ranks the good answer higher is the failure the diagnosis
+found on the default model (benchmarks/distill_diagnosis.py has the full token-level version).
+
 Means come with 95% CIs over check prompts. `teacher_slots: auto` keeps the slots whose update
 alone `helps`: update margin above 0 and entropy not raised, both beyond noise; benchmarks/README.md
 ("Which predictor") gives the evidence for preferring these to the ranking margin.
@@ -100,6 +105,51 @@ class VariantEffect:
                 "entropy": _stat(self.entropy)}
 
 
+@dataclass
+class EntropyProfile:
+    """Teacher minus student entropy (nats) at each distilled token, before any update."""
+
+    gap: dict[str, list[float]] = field(default_factory=lambda: {"accepted": [], "rejected": []})
+    by_position: dict[str, dict[int, list[tuple[float, float]]]] = field(
+        default_factory=lambda: {"accepted": {}, "rejected": {}})
+    """outcome -> position -> [(student entropy, teacher entropy)]."""
+
+    def stats(self) -> dict[str, Any]:
+        every = self.gap["accepted"] + self.gap["rejected"]
+        return {"gap": _stat(every), "gap_accepted": _stat(self.gap["accepted"]),
+                "gap_rejected": _stat(self.gap["rejected"]),
+                "teacher_broader_fraction": sum(g > 0 for g in every) / len(every) if every else float("nan")}
+
+
+@torch.no_grad()
+def entropy_profile(model: torch.nn.Module, items: Sequence[Any], pad_id: int, temperature: float,
+                    chunk: int = 8) -> EntropyProfile:
+    """Student (student prompt) and teacher (teacher prompt; the EMA teacher equals the student
+    before the first update) entropy over the vocabulary at every distilled response token."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    profile = EntropyProfile()
+    taught = [it for it in items if it.teacher_prompt_ids is not None and any(m > 0 for m in it.mask)]
+    for start in range(0, len(taught), chunk):
+        part = taught[start:start + chunk]
+        entropies = []
+        for prompts in ([it.prompt_ids for it in part], [it.teacher_prompt_ids for it in part]):
+            packed = pack(prompts, [it.completion_ids for it in part], pad_id, device)
+            log_probs = torch.log_softmax(response_logits(model, packed, temperature).float(), -1)
+            entropies.append(-(log_probs.exp() * log_probs).sum(-1))
+        student, teacher = entropies
+        for b, it in enumerate(part):
+            outcome = "accepted" if it.succeeded else "rejected"
+            for t, m in enumerate(it.mask):
+                if m > 0:
+                    h_s, h_t = float(student[b, t]), float(teacher[b, t])
+                    profile.gap[outcome].append(h_t - h_s)
+                    profile.by_position[outcome].setdefault(t, []).append((h_s, h_t))
+    model.train(was_training)
+    return profile
+
+
 def _stat(values: Sequence[float]) -> dict[str, float | int]:
     mean, half = mean_ci(list(values))
     return {"n": len(values), "mean": mean, "ci95": half}
@@ -142,6 +192,8 @@ class UpdateProbeResult:
     effects: list[VariantEffect]
     check_tasks: list[str] = field(default_factory=list)
     """The held-out training tasks the update was checked on (ids)."""
+    entropy: EntropyProfile = field(default_factory=EntropyProfile)
+    """Teacher vs student entropy on the "all" variant's distilled tokens, before the update."""
 
     def effect(self, name: str) -> VariantEffect | None:
         return next((e for e in self.effects if e.name == name), None)
@@ -166,6 +218,10 @@ class UpdateProbeResult:
                 continue
             parts.append(f"{e.name}: update margin {_fmt(s['update_margin'])} (Δ good {_fmt(s['good_per_token'])}, "
                          f"Δ failed {_fmt(s['failed_per_token'])}, Δ entropy {_fmt(s['entropy'])})")
+        h = self.entropy.stats()
+        if h["gap"]["n"]:
+            parts.append(f"before it, the teacher's entropy minus the student's {_fmt(h['gap'])} nats on "
+                         f"{h['gap']['n']} distilled tokens (broader on {100 * h['teacher_broader_fraction']:.0f}%)")
         head = (f"one update on {self.update_samples} samples of {self.settings.tasks} prompts, checked on "
                 f"{self.check_pairs} held-out training prompts (nats/token, 95% CI)")
         return head + ": " + "; ".join(parts) + f"; helpful: {', '.join(self.helpful_slots()) or 'none'}"
@@ -178,7 +234,13 @@ class UpdateProbeResult:
                 "helpful_slots": self.helpful_slots(), "verdict": self.verdict(),
                 "variants": {e.name: {"slots": e.slots, "distilled_samples": e.distilled_samples,
                                       "loss_tokens": e.loss_tokens, **e.stats()} for e in self.effects},
-                "per_pair": {e.name: {"good": e.good, "failed": e.failed, "entropy": e.entropy} for e in self.effects}}
+                "per_pair": {e.name: {"good": e.good, "failed": e.failed, "entropy": e.entropy} for e in self.effects},
+                "teacher_vs_student_entropy": {
+                    **self.entropy.stats(),
+                    "by_position": {o: {str(t): {"student": sum(x for x, _ in v) / len(v),
+                                                 "teacher": sum(y for _, y in v) / len(v), "n": len(v)}
+                                        for t, v in sorted(rows.items())}
+                                    for o, rows in self.entropy.by_position.items()}}}
 
     def write(self, out_dir: str | Path) -> tuple[Path, Path]:
         out = Path(out_dir)
@@ -192,9 +254,21 @@ def plot_update_probe(result: UpdateProbeResult, path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(11, 3.8), layout="constrained")
+    fig = Figure(figsize=(15, 3.8), layout="constrained")
     FigureCanvasAgg(fig)
-    ax_p, ax_h = fig.subplots(1, 2, width_ratios=[2, 1])
+    ax_p, ax_h, ax_e = fig.subplots(1, 3, width_ratios=[2, 1, 1.5])
+    for outcome, style in (("accepted", "-"), ("rejected", "--")):
+        rows = sorted(result.entropy.by_position[outcome].items())
+        xs = [t for t, _ in rows]
+        ax_e.plot(xs, [sum(a for a, _ in v) / len(v) for _, v in rows], style, color="tab:blue",
+                  label=f"student, {outcome}")
+        ax_e.plot(xs, [sum(b for _, b in v) / len(v) for _, v in rows], style, color="tab:orange",
+                  label=f"teacher, {outcome}")
+    ax_e.set(title="before the update: entropy at the distilled tokens (nats)", xlabel="response position")
+    ax_e.title.set_fontsize(9)
+    ax_e.grid(alpha=0.3)
+    if result.entropy.gap["accepted"] or result.entropy.gap["rejected"]:
+        ax_e.legend(fontsize=7)
     names = [e.name for e in result.effects]
     stats = [e.stats() for e in result.effects]
 
@@ -358,6 +432,9 @@ def probe_update(cfg: Any, model: Any, tokenizer: Any, env: Environment, setting
     effects = []
     bar = tqdm(total=len(plan.variants), desc="update probe: updates", unit="variant",
                disable=not (progress and ranks.main), dynamic_ncols=True)
+    # On the "all" variant's items, before any update (`model` runs alone on each process).
+    profile = (entropy_profile(model, plan.variants[0][3].items, pad_id, cfg.temperature, cfg.micro_batch_size)
+               if plan.variants else EntropyProfile())
     before = None
     for name, slots, distilled, batch in plan.variants:
         effect = VariantEffect(name, slots, distilled, 0)
@@ -380,7 +457,7 @@ def probe_update(cfg: Any, model: Any, tokenizer: Any, env: Environment, setting
     return UpdateProbeResult(env=env.name, model=str(cfg.model), method=cfg.method, settings=settings,
                              template_slots=plan.template_slots, check_pairs=len(plan.pairs),
                              update_samples=plan.update_samples, update_success_rate=plan.update_success_rate,
-                             effects=effects, check_tasks=[p.task_id for p in plan.pairs])
+                             effects=effects, check_tasks=[p.task_id for p in plan.pairs], entropy=profile)
 
 
 def cfg_slots(cfg: Any) -> list[str]:
