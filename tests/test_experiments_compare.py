@@ -72,6 +72,14 @@ def test_a_finished_run_is_reused_only_with_the_same_config(tmp_path: Path):
     planned.output_dir.mkdir(parents=True)
     save_config(cfg, planned.output_dir / "config.yaml")
     compare.check_reusable(planned.output_dir, cfg)  # same config: fine
+    # a finished run records the strategy its launch gave; a comparison that names none reuses it
+    cfg.strategy = "single"
+    save_config(cfg, planned.output_dir / "config.yaml")
+    compare.check_reusable(planned.output_dir, compare.make_config(planned, config_path=None, overrides=[], env=None,
+                                                                   model="tiny-random"))
+    with pytest.raises(UserError, match="was run with strategy='single'"):
+        compare.check_reusable(planned.output_dir, compare.make_config(
+            planned, config_path=None, overrides=["strategy=fsdp2"], env=None, model="tiny-random"))
     other = compare.make_config(planned, config_path=None, overrides=["batch_size=3"], env=None, model="tiny-random")
     with pytest.raises(UserError, match="was run with batch_size=32.*new --out"):
         compare.check_reusable(planned.output_dir, other)

@@ -147,6 +147,8 @@ def check_reusable(run_dir: Path, cfg: Any) -> None:
     for key in sorted(set(saved) | set(wanted)):
         if key in ("output_dir", "progress", "report_to", "base_eval_cache"):
             continue
+        if key == "strategy" and wanted.get(key) is None:
+            continue  # the run recorded what its launch gave; this comparison lets the launch decide again
         if saved.get(key) != wanted.get(key):
             raise UserError(f"{run_dir} was run with {key}={saved.get(key)!r}, this comparison wants "
                             f"{wanted.get(key)!r}; pass a new --out folder (or delete {run_dir})")
