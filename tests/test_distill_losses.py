@@ -520,3 +520,38 @@ def test_the_config_carries_the_remedies_and_rejects_bad_values() -> None:
                 ["distillation_teacher_topk=5", "distillation_mode=sampled_token"]):
         with pytest.raises(UserError):
             load_config(None, bad, method="sdpo")
+
+
+def test_the_entropy_cap_sharpens_only_a_broader_teacher_down_to_the_students_entropy():
+    from resd.distill.losses import LossSettings, cap_teacher_entropy, per_token_loss
+
+    torch.manual_seed(0)
+    student = torch.randn(2, 5, 50) * 3.0
+    teacher = torch.randn(2, 5, 50)          # flatter: broader than the student at most tokens
+    teacher[1, 4] = student[1, 4] * 2.0      # sharper than the student here: left alone
+
+    def entropy(z):
+        log_p = torch.log_softmax(z, -1)
+        return -(log_p.exp() * log_p).sum(-1)
+
+    capped = cap_teacher_entropy(teacher, student)
+    broader = entropy(teacher) > entropy(student)
+    assert broader.sum() >= 8 and not broader[1, 4]
+    # where it was broader: now as broad as the student (within the bisection's tolerance), never
+    # broader, unless even the floor temperature (0.05) cannot sharpen it that far: then at the floor
+    reachable = broader & (entropy(teacher / 0.05) <= entropy(student))
+    assert reachable.sum() >= 8 and (broader & ~reachable).sum() >= 1
+    assert torch.all(entropy(capped)[reachable] <= entropy(student)[reachable] + 1e-6)
+    assert torch.allclose(entropy(capped)[reachable], entropy(student)[reachable], atol=0.02)
+    floor = broader & ~reachable
+    assert torch.allclose(capped[floor], teacher[floor] / 0.05)
+    assert torch.equal(capped[~broader], teacher[~broader])
+    # a temperature keeps the teacher's ranking
+    assert torch.equal(capped.argsort(-1), teacher.argsort(-1))
+    # the loss uses it
+    ids = torch.randint(0, 50, (2, 5))
+    mask = torch.ones(2, 5)
+    plain = per_token_loss(LossSettings(mode="full_logits"), student, ids, mask, teacher_logits=teacher)
+    cap = per_token_loss(LossSettings(mode="full_logits", teacher_entropy_cap=True), student, ids, mask,
+                         teacher_logits=teacher)
+    assert torch.allclose(plain[1, 4], cap[1, 4]) and not torch.allclose(plain[0], cap[0])

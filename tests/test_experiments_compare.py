@@ -77,6 +77,15 @@ def test_a_finished_run_is_reused_only_with_the_same_config(tmp_path: Path):
     save_config(cfg, planned.output_dir / "config.yaml")
     compare.check_reusable(planned.output_dir, compare.make_config(planned, config_path=None, overrides=[], env=None,
                                                                    model="tiny-random"))
+    # a run made before a knob existed is reused when the comparison asks for that knob's default
+    saved = yaml.safe_load((planned.output_dir / "config.yaml").read_text())
+    del saved["distillation_teacher_entropy_cap"]
+    (planned.output_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    compare.check_reusable(planned.output_dir, cfg)
+    with pytest.raises(UserError, match="was run with distillation_teacher_entropy_cap=None"):
+        compare.check_reusable(planned.output_dir, compare.make_config(
+            planned, config_path=None, overrides=["distillation_teacher_entropy_cap=true"], env=None,
+            model="tiny-random"))
     with pytest.raises(UserError, match="was run with strategy='single'"):
         compare.check_reusable(planned.output_dir, compare.make_config(
             planned, config_path=None, overrides=["strategy=fsdp2"], env=None, model="tiny-random"))

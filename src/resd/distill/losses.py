@@ -394,6 +394,14 @@ class LossSettings:
     renormalised over them (top-k filtering as in Fan et al. 2018, §5.4, applied to the target);
     the ratio clip (`ratio_min`) still bounds how hard a token outside them is pushed down.
     None = the whole teacher distribution (the paper)."""
+    teacher_entropy_cap: bool = False
+    """Entropy-capped teacher: at each token where the teacher is broader than the student (higher
+    entropy), its logits are divided by the largest temperature <= 1 that brings its entropy down
+    to the student's (bisection, `cap_teacher_entropy`); elsewhere it is the paper's teacher. Why:
+    the diagnosis found the teacher broader than the student on most tokens, so distilling spreads
+    the student (SDPO on the default model), while a fixed T = 0.5 also sharpens where the teacher
+    was not broader and collapsed the student on one seed of three; the cap keeps the teacher's
+    ranking and never asks the student to be broader than it is, nor sharper than the teacher."""
     token_gate: bool = False
     """Token-level gating: distil a response token only where the teacher moves its probability
     the way the sample's outcome says, log p_t(y_t) > log p_s(y_t) on an accepted sample and < on a
@@ -438,6 +446,32 @@ def shape_teacher_logits(teacher_logits: torch.Tensor, *, temperature: float = 1
     return shaped
 
 
+def _entropy(logits: torch.Tensor) -> torch.Tensor:
+    log_p = torch.log_softmax(logits, -1)
+    return -(log_p.exp() * log_p).sum(-1)
+
+
+def cap_teacher_entropy(teacher_logits: torch.Tensor, student_logits: torch.Tensor, *, floor: float = 0.05,
+                        iterations: int = 12) -> torch.Tensor:
+    """Teacher logits divided, token by token, by the largest T in [floor, 1] whose softmax has an
+    entropy no higher than the student's at that token (unchanged where the teacher is not
+    broader). The entropy of softmax(z / T) rises with T, so bisection finds it; `iterations`
+    halvings of [floor, 1] leave T within 1e-3 (12) of the exact one, on the sharper side. Detached."""
+    dtype = _math_dtype(teacher_logits.dtype)
+    z = teacher_logits.detach().to(dtype)
+    target = _entropy(student_logits.detach().to(dtype))
+    broader = _entropy(z) > target
+    lo = torch.full_like(target, floor)
+    hi = torch.ones_like(target)
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        too_broad = _entropy(z / mid[..., None]) > target
+        hi = torch.where(too_broad, mid, hi)
+        lo = torch.where(too_broad, lo, mid)
+    temperature = torch.where(broader, lo, torch.ones_like(lo))
+    return z / temperature[..., None]
+
+
 def outcome_gate(student_token_logp: torch.Tensor, teacher_token_logp: torch.Tensor, succeeded: torch.Tensor,
                  *, token_gate: bool, failures_only: bool) -> torch.Tensor:
     """``[B, T]`` 0/1 mask of the tokens to distil given each sample's outcome (``succeeded``
@@ -476,7 +510,7 @@ def per_token_loss(
     detached current log-probs and equals 1 at the step. With `settings.pg_coef` > 0 a distillation
     mode adds `pg_coef` times the policy-gradient term on `pg_mask` (the whole response; `mask`
     then only marks the distilled tokens). The teacher is shaped first (`teacher_temperature`,
-    `teacher_topk`); `token_gate` and `distill_outcomes` need `succeeded` ``[B]`` (the
+    `teacher_topk`, then `teacher_entropy_cap`); `token_gate` and `distill_outcomes` need `succeeded` ``[B]`` (the
     environment accepted the sample) and narrow `mask` for the distillation term only.
     """
     mode = settings.mode
@@ -493,6 +527,8 @@ def per_token_loss(
         raise UserError(f"distillation_mode={mode!r} needs the teacher's logits")
     teacher_logits = shape_teacher_logits(teacher_logits, temperature=settings.teacher_temperature,
                                           topk=settings.teacher_topk)
+    if settings.teacher_entropy_cap:
+        teacher_logits = cap_teacher_entropy(teacher_logits, student_logits)
     if settings.needs_outcomes:
         if succeeded is None:
             raise UserError("token_gate / distill_outcomes=failures need each sample's outcome (succeeded)")

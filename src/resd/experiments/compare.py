@@ -49,13 +49,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "sharp": {"distillation_teacher_temperature": 0.5},
     "teachertop": {"distillation_teacher_topk": 5},
     "gate": {"distillation_token_gate": True},
+    "cap": {"distillation_teacher_entropy_cap": True},
     "fail": {"distill_outcomes": "failures"},
     "fkl": {"distillation_alpha": 0.0},
     "jsd": {"distillation_alpha": 0.5},
     "token": {"distillation_mode": "sampled_token"},
 }
 """`--methods resd+auto`: a method with extra settings (auto teacher slots; a GRPO term; a
-sharpened (T = 0.5) or top-5 teacher; token gating; failures only; forward KL / JSD(0.5) instead of
+sharpened (T = 0.5), top-5 or entropy-capped teacher; token gating; failures only; forward KL / JSD(0.5) instead of
 the reverse KL; the sampled-token loss)."""
 
 
@@ -144,11 +145,14 @@ def check_reusable(run_dir: Path, cfg: Any) -> None:
         return
     saved = yaml.safe_load(saved_path.read_text()) or {}
     wanted = cfg.to_dict()
+    defaults = type(cfg)().to_dict()
     for key in sorted(set(saved) | set(wanted)):
         if key in ("output_dir", "progress", "report_to", "base_eval_cache"):
             continue
         if key == "strategy" and wanted.get(key) is None:
             continue  # the run recorded what its launch gave; this comparison lets the launch decide again
+        if key not in saved and wanted.get(key) == defaults.get(key):
+            continue  # a knob added since that run was made, asked for at its default: what that run did
         if saved.get(key) != wanted.get(key):
             raise UserError(f"{run_dir} was run with {key}={saved.get(key)!r}, this comparison wants "
                             f"{wanted.get(key)!r}; pass a new --out folder (or delete {run_dir})")

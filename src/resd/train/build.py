@@ -226,6 +226,7 @@ def build_update(cfg: RESDConfig, policy: Policy, accelerator: Any, ranks: Ranks
                         token_mean="sampled" if cfg.rewards_advantages else "distilled",
                         teacher_temperature=cfg.distillation_teacher_temperature,
                         teacher_topk=cfg.distillation_teacher_topk, token_gate=cfg.distillation_token_gate,
+                        teacher_entropy_cap=cfg.distillation_teacher_entropy_cap,
                         distill_outcomes=cfg.distill_outcomes)
     return PolicyUpdate(model=policy.model, student=policy.student, teacher=policy.teacher,
                         optimizer=policy.optimizer, scheduler=policy.scheduler, accelerator=accelerator, ranks=ranks,

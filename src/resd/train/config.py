@@ -150,6 +150,10 @@ class RESDConfig:
     distillation_teacher_topk: int | None = None
     """Top-k renormalised teacher: keep only the teacher's k most likely tokens (paper: null, the
     whole distribution)."""
+    distillation_teacher_entropy_cap: bool = False
+    """Entropy-capped teacher: where the teacher is broader than the student, sharpen it token by
+    token just enough to match the student's entropy (paper: false). See
+    resd.distill.losses.LossSettings.teacher_entropy_cap for the rationale."""
     distillation_token_gate: bool = False
     """Distil a token only where the teacher moves it the way the sample's outcome says (up on
     accepted, down on rejected samples; paper: false)."""
