@@ -32,7 +32,11 @@ their `auto` variants and GRPO, on the start-word task and on a second rare-succ
     python benchmarks/learning_cpu.py --remedies --seeds 1 --tasks start-word --methods sdpo,sdpo+sharp
 
 Each task's runs go to OUT/<task>/ (re-running the same command resumes), the table is printed
-per task and written to OUT/remedies.json.
+per task and written to OUT/remedies.json. Then, for every self-distillation run (not GRPO, not
+`auto`), both probes on the run's own config and seed before any update (RUN/predictors.json): the
+teacher probe's ranking margin (`resd probe`) and the update probe's update margin and held-out
+entropy change (`resd probe --update`), beside the run's end gain; and the health warnings about the
+teacher replayed over its metrics. It prints how many runs' gain sign each one got right.
 """
 
 from __future__ import annotations
@@ -73,10 +77,11 @@ QUICK_CONFIG = {**CPU_CONFIG, "model": "tiny-random", "max_batches": 1, "eval_li
                 "probe_tasks": 2, "probe_samples": 2,
                 "context": {"reflection_max_new_tokens": 8, "curation_max_new_tokens": 8}}
 METHODS = "resd,sdpo,grpo,resd+auto,sdpo+auto"
-REMEDY_METHODS = ("sdpo,sdpo+sharp,sdpo+teachertop,sdpo+gate,sdpo+fail,sdpo+fkl,sdpo+jsd,sdpo+token,sdpo+pg,"
-                  "sdpo+auto,resd,resd+sharp,resd+auto,grpo")
-"""The remedies table: SDPO with each remedy (compare.VARIANTS: sharpened T = 0.5 / top-5 teacher, token
-gating, failures only, forward KL, JSD, sampled token, + GRPO term), RESD, the auto variants, GRPO."""
+REMEDY_METHODS = ("sdpo,sdpo+sharp,sdpo+cap,sdpo+teachertop,sdpo+gate,sdpo+fail,sdpo+fkl,sdpo+jsd,sdpo+token,sdpo+pg,"
+                  "sdpo+auto,sdpo+sharp+auto,resd,resd+sharp,resd+auto,grpo")
+"""The remedies table: SDPO with each remedy (compare.VARIANTS: sharpened T = 0.5 / entropy-capped / top-5
+teacher, token gating, failures only, forward KL, JSD, sampled token, + GRPO term), RESD, the auto
+variants, GRPO."""
 TASKS: dict[str, dict] = {
     "start-word": {"rules": ["starts_with"], "max_constraints": 1, "train_size": 256, "test_size": 32},
     # 1-3 of {start word, keyword, a digit}: base success 12.5% (8 of 64 samples, 16 train prompts x 4,
