@@ -261,8 +261,8 @@ def run_predictors(run_dir: Path, model: Any, tokenizer: Any) -> dict[str, Any]:
 
 def predictor_table(out: Path, methods: list[str], seeds: list[int]) -> dict[str, Any]:
     """Per self-distillation run: each predictor's value at step 0 beside the run's end gain; per
-    predictor, how many runs' gain sign it got right (a gain within +-1 evaluation sample of 0
-    counts as no change, and a predictor whose 95% CI contains 0 predicts no change)."""
+    predictor, on how many runs it told right whether the run would gain (more than one evaluation
+    sample above its base; a predictor says so only when its 95% CI lies on the gaining side)."""
     from resd.models import load
     from resd.report import load_run
 
@@ -281,19 +281,19 @@ def predictor_table(out: Path, methods: list[str], seeds: list[int]) -> dict[str
         run = load_run(run_dir)
         gain = gains([run])["final"][0]
         step = 1.0 / (run.evals[-1].get("n_tasks", 16) * run.evals[-1].get("k", 4))
-        truth = 0 if abs(gain) <= step else (1 if gain > 0 else -1)
+        gained = gain > step  # more than one evaluation sample: what `auto` must tell apart
         said = {p: _sign(values[p], flip=p == "entropy") for p in PREDICTORS}
-        for p in PREDICTORS:
-            hits[p] += said[p] == truth
+        for p in PREDICTORS:  # a predictor says "it will gain" only when its CI is on the gaining side
+            hits[p] += (said[p] == 1) == gained
         warned = health_replay(run.metrics)
-        for name in WARNINGS:  # a warning "predicts" that the run ends no better than it began
-            warned_right[name] += (name in warned) == (truth <= 0)
-        rows.append({"method": method, "seed": seed, "gain_final": gain, "truth": truth, **values,
+        for name in WARNINGS:  # a warning says the run will end no better than it began
+            warned_right[name] += (name in warned) == (not gained)
+        rows.append({"method": method, "seed": seed, "gain_final": gain, "gained": gained, **values,
                      "predicted": said, "warned": warned})
         print(f"{method + f' s{seed}':<24} {100 * gain:>+9.2f} {_show(values['margin']):>16} "
               f"{_show(values['update_margin']):>18} {_show(values['entropy']):>16}  "
               f"{', '.join(warned) or '-':<34} ({time.perf_counter() - started:.0f} s)", flush=True)
-    print("sign right: " + ", ".join(f"{p} {hits[p]}/{len(runs)}" for p in PREDICTORS))
+    print("gain or not told right: " + ", ".join(f"{p} {hits[p]}/{len(runs)}" for p in PREDICTORS))
     print("warned exactly on the runs that did not gain: "
           + ", ".join(f"{w} {warned_right[w]}/{len(runs)}" for w in WARNINGS))
     return {"runs": rows, "sign_right": hits, "warning_right": warned_right, "n": len(runs)}

@@ -66,7 +66,7 @@ def test_remedies_quick_prints_the_table_and_which_predictor_got_the_sign(tmp_pa
     assert predictors["n"] == 2 and [r["method"] for r in predictors["runs"]] == ["sdpo", "sdpo+sharp"]
     assert set(predictors["sign_right"]) == {"margin", "update_margin", "entropy"}
     assert all((out / "start-word" / f"{m}-seed0" / "predictors.json").exists() for m in ("sdpo", "sdpo-sharp"))
-    assert re.search(r"^sign right: margin \d/2, update_margin \d/2, entropy \d/2$", proc.stdout, re.M)
+    assert re.search(r"^gain or not told right: margin \d/2, update_margin \d/2, entropy \d/2$", proc.stdout, re.M)
     assert re.search(r"^warned exactly on the runs that did not gain: teacher_disagrees \d/2, entropy_rising \d/2$",
                      proc.stdout, re.M)
 
