@@ -13,12 +13,15 @@ consecutive updates produces one warning line, and another only after it has cle
 * entropy collapse: the student's entropy on its own samples fell under 10% of the first value;
 * entropy rising (self-distillation only): the mean entropy of the last `window` updates is more than
   `rise` above that of the first `window`. A teacher broader than its student spreads the student's
-  mass even where it ranks the accepted answer higher; on the default model this rise came before
-  every fall of the success rate we measured (SDPO: 2.7 -> 3.2 nats in the first 10 updates, success
-  peaking then falling to 0), and the update probe's held-out entropy change predicted the sign of
-  the end gain better than the teacher's ranking margin (benchmarks/README.md);
+  mass even where it ranks the accepted answer higher. Replayed over the learning benchmark's
+  self-distillation runs on the default model it warned on every run that ended below its base
+  (SDPO: 2.7 -> 3.2 nats within 10 updates, success peaking then falling to 0) and on none of the
+  sharpened-teacher runs, and the update probe's held-out entropy change was the step-0 number that
+  best told gaining runs from the others (benchmarks/README.md);
 * teacher disagrees: the teacher did not prefer what the environment accepted (teacher advantage
-  <= 0, see `resd.policy.update.UpdateResult`): distillation then pulls towards the failures.
+  <= 0, see `resd.policy.update.UpdateResult`): distillation may then pull towards the failures.
+  Replayed over the learning benchmark's runs it warned on every self-distillation run, the one
+  that gained 80 points included, so its message points to the update probe.
 """
 
 from __future__ import annotations
@@ -40,8 +43,9 @@ MESSAGES = {
                       "teacher broader than the student does; a sharper teacher "
                       "(distillation_teacher_temperature: 0.5) keeps the teacher's ranking without the spread",
     "teacher_disagrees": "the teacher did not prefer accepted over rejected answers for {n} updates "
-                         "(teacher advantage {value:+.3f}): distillation pulls towards the failures; "
-                         "check the model with `resd probe`",
+                         "(teacher advantage {value:+.3f}): distillation may pull towards the failures; "
+                         "check with `resd probe --update` (on the default model this alone did not tell "
+                         "runs that learned from runs that did not; a rising entropy did)",
 }
 
 
