@@ -46,7 +46,7 @@ from resd.envs import Environment, Task
 from resd.errors import UserError
 from resd.eval.metrics import mean_ci
 from resd.files import write_json_atomic
-from resd.generation.sampling import encode_prompts, eos_token_ids
+from resd.generation.sampling import eos_token_ids
 from resd.policy.packing import pack, response_logits
 from resd.rollout import Sample, score_samples
 
