@@ -44,7 +44,7 @@ import torch
 from resd.context.slots import INFORMING_SLOTS, SLOT_NAMES, TeacherSlots
 from resd.envs import Environment, Task
 from resd.errors import UserError
-from resd.eval.metrics import mean_ci
+from resd.experiments.probe import _stat  # the teacher probe's {n, mean, ci95}
 from resd.files import write_json_atomic
 from resd.generation.sampling import eos_token_ids
 from resd.policy.packing import pack, response_logits
@@ -148,11 +148,6 @@ def entropy_profile(model: torch.nn.Module, items: Sequence[Any], pad_id: int, t
                     profile.by_position[outcome].setdefault(t, []).append((h_s, h_t))
     model.train(was_training)
     return profile
-
-
-def _stat(values: Sequence[float]) -> dict[str, float | int]:
-    mean, half = mean_ci(list(values))
-    return {"n": len(values), "mean": mean, "ci95": half}
 
 
 def _above_zero(s: dict[str, Any]) -> bool:

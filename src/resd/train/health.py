@@ -20,8 +20,8 @@ consecutive updates produces one warning line, and another only after it has cle
   best told gaining runs from the others (benchmarks/README.md);
 * teacher disagrees: the teacher did not prefer what the environment accepted (teacher advantage
   <= 0, see `resd.policy.update.UpdateResult`): distillation may then pull towards the failures.
-  Replayed over the learning benchmark's runs it warned on every self-distillation run, the one
-  that gained 80 points included, so its message points to the update probe.
+  Replayed over the learning benchmark's self-distillation runs it warned on 7 of 8, both runs
+  that gained included, so its message points to the update probe.
 """
 
 from __future__ import annotations
