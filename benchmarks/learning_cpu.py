@@ -119,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--remedies", action="store_true",
                         help="the remedies table: every remedy on each of --tasks (default methods: REMEDY_METHODS)")
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"with --remedies: tasks among {', '.join(TASKS)}")
+    parser.add_argument("--no-predictors", action="store_true",
+                        help="with --remedies: train and tabulate only; a later call without it adds the "
+                             "step-0 predictors (each is kept in RUN/predictors.json)")
     args = parser.parse_args(argv)
     if args.remedies:
         return remedies(args)
@@ -217,8 +220,8 @@ def remedies(args: argparse.Namespace) -> int:
         print(f"\n== remedies: {name}, {config['model']}, {len(seeds)} seed(s), "
               f"{(time.perf_counter() - started) / 60:.1f} min so far ==")
         rows = print_table(task_out, methods, seeds)
-        summary["tasks"][name] = {"env_options": TASKS[name], "rows": rows,
-                                  "predictors": predictor_table(task_out, methods, seeds)}
+        summary["tasks"][name] = {"env_options": TASKS[name], "rows": rows, "predictors":
+                                  {} if args.no_predictors else predictor_table(task_out, methods, seeds)}
         (out / "remedies.json").write_text(json.dumps(summary, indent=1))
     print(f"\ntable: {out / 'remedies.json'}")
     return 0

@@ -54,10 +54,16 @@ def test_learning_benchmark_quick_prints_gain_per_method(tmp_path: Path):
 
 def test_remedies_quick_prints_the_table_and_which_predictor_got_the_sign(tmp_path: Path):
     out = tmp_path / "rem"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "learning_cpu.py"), "--remedies", "--quick",
-                           "--methods", "sdpo,sdpo+sharp,grpo", "--tasks", "start-word", "--out", str(out)],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    command = [sys.executable, str(ROOT / "benchmarks" / "learning_cpu.py"), "--remedies", "--quick",
+               "--methods", "sdpo,sdpo+sharp,grpo", "--tasks", "start-word", "--out", str(out)]
+    # first train only, then a second call reuses the runs and adds the step-0 predictors
+    proc = subprocess.run([*command, "--no-predictors"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / "remedies.json").read_text())["tasks"]["start-word"]["predictors"] == {}
+    assert not list(out.glob("start-word/*/predictors.json"))
+    proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("finished earlier, reusing") == 3, proc.stdout
     for method in ("sdpo", "sdpo\\+sharp", "grpo"):
         assert re.search(rf"^{method}\s", proc.stdout, re.M), proc.stdout
     table = json.loads((out / "remedies.json").read_text())["tasks"]["start-word"]
