@@ -221,6 +221,41 @@ def test_fsdp2_run_killed_and_resumed_matches_an_uninterrupted_fsdp2_run(tmp_pat
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
 
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["ddp", "fsdp2"])
+def test_auto_slots_on_two_ranks_probe_once_and_every_rank_distils_the_same_slots(tmp_path, subprocess_env, launcher):
+    """`teacher_slots: auto` on 2 ranks: the update probe runs on every rank together (its update is
+    a collective under DDP and FSDP2), the main rank writes what it found, every rank's context
+    engine uses those slots and no other, and the run's own model is untouched by the probe."""
+    run = tmp_path / "run"
+    config = _config(tmp_path, teacher_slots="auto", probe_tasks=4, probe_samples=3)
+    head = _accelerate() if launcher == "ddp" else _fsdp2(29551)
+    proc = subprocess.run([*head, "-m", "resd.cli", "train", "--config", str(config), "--output-dir", str(run)],
+                          env=subprocess_env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    probe = json.loads((run / "update_probe.json").read_text())
+    assert set(probe["variants"]) == {"all", "alone:feedback", "alone:reflection", "alone:playbook", "alone:solution"}
+    assert probe["check_pairs"] >= 1 and all(t.startswith("train-") for t in probe["check_tasks"])
+    assert proc.stderr.count("teacher_slots: auto ->") == 1  # printed by the main rank only
+    kept = set(probe["helpful_slots"])
+    rows = _lines(run / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(r["context/ranks_identical"] == 1.0 for r in rows)
+    # a slot the probe dropped reaches no teacher prompt on any rank
+    used = {s for s in ("feedback", "reflection", "playbook", "solution") if any(r[f"teacher/{s}_fraction"] for r in rows)}
+    assert used <= kept, (used, kept)
+    # the probe updated a copy: the run's first rollouts come from the model it was given
+    single = tmp_path / "single"
+    plain = _config(tmp_path, probe_tasks=4, probe_samples=3)
+    proc = subprocess.run([*head, "-m", "resd.cli", "train", "--config", str(plain), "--output-dir", str(single)],
+                          env=subprocess_env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    first = lambda path: {k: v for k, v in _lines(path)[0].items() if k in ("reward_mean", "success_rate",  # noqa: E731
+                                                                              "completion_tokens_mean")}
+    assert first(run / "metrics.jsonl") == first(single / "metrics.jsonl")
+
+
 # ---- launcher settings resd does not honour: one error line each, never a silent fallback ----
 
 def test_launcher_settings_resd_does_not_honour_are_one_error_each():

@@ -109,3 +109,53 @@ def test_auto_slots_probe_the_training_split_and_are_read_back_on_resume(tmp_pat
     trainer.setup()
     assert trainer.context_engine.policy.slots.on() == [s for s in SLOT_NAMES if s in probe["helpful_slots"]]
     assert "resd: update probe:" not in capsys.readouterr().err  # read back, not probed again
+
+
+
+def _auto_trainer(tmp_path, name: str, **extra):
+    from resd.train import RESDTrainer, load_config
+
+    cfg = load_config(method="sdpo", env="letters", model="tiny-random", teacher_slots="auto", probe_tasks=3,
+                      probe_samples=3, batch_size=2, max_batches=1, inner_updates=1, max_completion_length=6,
+                      eval_every=0, progress=False, output_dir=str(tmp_path / name), **extra)
+    model, tok = tiny_model(seed=1)
+    trainer = RESDTrainer(cfg, model=model, tokenizer=tok)
+    trainer.setup()
+    return trainer, json.loads((trainer.run.root / "update_probe.json").read_text())
+
+
+@pytest.mark.parametrize("lora", [None, {"r": 4, "alpha": 8}])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_auto_probe_copies_the_starting_weights_as_a_plain_float32_model(tmp_path, lora, dtype):
+    """What `auto`'s update probe copies: the weights the run starts from (with LoRA in half
+    precision, its half-precision base), as a plain float32 model with every parameter trainable and
+    no LoRA wrapper (the probe's own `build_policy` adds one again), sharing no storage with the run."""
+    from resd.train.build import plain_float32_copy
+
+    model, _ = tiny_model(seed=1)
+    held = torch.bfloat16 if lora and dtype == "bfloat16" else torch.float32
+    start = {n: t.detach().to(held).float() for n, t in model.state_dict().items()}
+    trainer, _ = _auto_trainer(tmp_path, "run", lora=lora, dtype=dtype)
+    plain = plain_float32_copy(trainer.policy)
+    assert not hasattr(plain, "peft_config")
+    state = plain.state_dict()
+    assert state.keys() == start.keys() and all(torch.equal(state[k], start[k]) for k in start)
+    # its forward computes in float32 (no autocast left from the run's accelerator)
+    model.load_state_dict(start)
+    ids = torch.tensor([[5, 17, 42, 9, 300]])
+    with torch.no_grad():
+        assert torch.allclose(plain(input_ids=ids).logits, model(input_ids=ids).logits, atol=1e-6)
+    assert all(p.requires_grad and p.dtype == torch.float32 for p in plain.parameters())
+    student = {t.data_ptr() for t in trainer.policy.student.state_dict().values()}
+    assert not student & {t.data_ptr() for t in state.values()}
+
+
+def test_auto_probe_in_bfloat16_measures_what_float32_measures(tmp_path):
+    """Mixed precision (float32 masters, bfloat16 compute): the update probe scores in float32, so one
+    small update's Δ log p agrees with the float32 run's (a bfloat16 forward cannot resolve it: it
+    scored ±1e-3 nats of rounding noise around a ~1e-4 change)."""
+    _, full = _auto_trainer(tmp_path, "f32", dtype="float32", learning_rate=1e-4)
+    _, half = _auto_trainer(tmp_path, "bf16", dtype="bfloat16", learning_rate=1e-4)
+    for key in ("good_per_token", "failed_per_token"):
+        a, b = full["variants"]["all"][key]["mean"], half["variants"]["all"][key]["mean"]
+        assert a != 0 and abs(b - a) <= 0.15 * abs(a), (key, a, b)

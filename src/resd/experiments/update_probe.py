@@ -415,13 +415,19 @@ def probe_update(cfg: Any, model: Any, tokenizer: Any, env: Environment, setting
     each update together, as the run would."""
     from tqdm.auto import tqdm
 
-    from resd.train.build import build_policy, build_update
+    from resd.train import sharding
+    from resd.train.build import build_policy, build_update, plain_float32_copy
+    from resd.train.precision import run_precision
     from resd.train.ranks import Ranks
     from resd.train.sharding import prepared_for_a_moment
 
     if not cfg.distills:
         raise UserError(f"{cfg.method} has no teacher: there is no distillation update to probe")
     ranks = Ranks(accelerator)
+    # The same float32 numbers on every rank: the copy itself when it is plain float32, else its
+    # weights gathered into a plain float32 model (a bfloat16 forward cannot resolve one small step).
+    exact = not sharding.sharded(accelerator) and run_precision(cfg).compute_dtype == torch.float32
+    scorer = (lambda policy: policy.student) if exact else plain_float32_copy  # noqa: E731
     plan = ranks.from_main(plan_updates(cfg, model, tokenizer, env, settings, progress) if ranks.main else None)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_token_ids(model, tokenizer)[0]
     effects = []
@@ -436,10 +442,10 @@ def probe_update(cfg: Any, model: Any, tokenizer: Any, env: Environment, setting
         if batch.items:
             with torch.random.fork_rng(), prepared_for_a_moment(accelerator):
                 policy = build_policy(cfg, accelerator, model=copy.deepcopy(model), tokenizer=tokenizer)
-                if before is None:  # scored by the copy itself: a sharded copy's forward is the same on every rank
-                    before = score_pairs(policy.student, plan.pairs, pad_id, cfg.temperature)
+                if before is None:
+                    before = score_pairs(scorer(policy), plan.pairs, pad_id, cfg.temperature)
                 result = build_update(cfg, policy, accelerator, ranks).apply(batch.items, batch.response_tokens)
-                after = score_pairs(policy.student, plan.pairs, pad_id, cfg.temperature)
+                after = score_pairs(scorer(policy), plan.pairs, pad_id, cfg.temperature)
                 del policy
             effect.loss_tokens = result.loss_tokens
             for pair, b, a in zip(plan.pairs, before, after):

@@ -6,6 +6,7 @@ get one piece without the loop.
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import sys
@@ -260,7 +261,7 @@ def start_probe(cfg: RESDConfig, policy: Policy, env: Environment, run: RunDir, 
             # A quarter of the probed tasks are updated on, all of them are checked on.
             settings = UpdateProbeSettings(tasks=max(1, cfg.probe_tasks // 4), heldout=cfg.probe_tasks,
                                            samples=cfg.probe_samples, seed=cfg.seed)
-            updated = probe_update(cfg, policy.local, policy.tokenizer, env, settings, accelerator,
+            updated = probe_update(cfg, plain_float32_copy(policy), policy.tokenizer, env, settings, accelerator,
                                    progress=cfg.progress)
             keep = updated.helpful_slots()
             if ranks.main:
@@ -270,6 +271,25 @@ def start_probe(cfg: RESDConfig, policy: Policy, env: Environment, run: RunDir, 
                       f"(details: {saved})", file=sys.stderr)
     policy.model.train()
     return keep
+
+
+def plain_float32_copy(policy: Policy) -> torch.nn.Module:
+    """The student's current weights as a plain float32 model, as if freshly loaded: every parameter
+    trainable, LoRA adapters merged in, FSDP2 shards gathered (under FSDP2 every rank calls this
+    together), accelerate's autocast wrapper off, sharing no storage with the run. The update probe
+    starts its throw-away copies from it (`policy.local` is a frozen compute-dtype replica under FSDP2
+    and already LoRA-wrapped with LoRA) and, in half precision, scores with it: one update at the
+    paper's lr moves log-probabilities by ~1e-4 nats, below what a bfloat16 forward resolves."""
+    from accelerate.utils import extract_model_from_parallel
+
+    from resd.policy.tensors import full
+
+    plain = extract_model_from_parallel(copy.deepcopy(policy.local), keep_fp32_wrapper=False).to(torch.float32)
+    plain.load_state_dict({name: full(t.detach()) for name, t in policy.student.state_dict().items()})
+    if hasattr(plain, "merge_and_unload"):  # a PEFT model
+        plain = plain.merge_and_unload()
+    plain.requires_grad_(True)
+    return plain
 
 
 def automatic_slots(helpful: list[str]) -> TeacherSlots:
