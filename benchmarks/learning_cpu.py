@@ -37,6 +37,8 @@ per task and written to OUT/remedies.json. Then, for every self-distillation run
 teacher probe's ranking margin (`resd probe`) and the update probe's update margin and held-out
 entropy change (`resd probe --update`), beside the run's end gain; and the health warnings about the
 teacher replayed over its metrics. It prints how many runs' gain sign each one got right.
+`--no-predictors` trains and tabulates only (the probes cost a few minutes a run); a later call
+without it reuses the finished runs and adds them.
 """
 
 from __future__ import annotations
