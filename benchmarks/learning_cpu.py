@@ -39,6 +39,9 @@ entropy change (`resd probe --update`), beside the run's end gain; and the healt
 teacher replayed over its metrics. It prints how many runs' gain sign each one got right.
 `--no-predictors` trains and tabulates only (the probes cost a few minutes a run); a later call
 without it reuses the finished runs and adds them.
+
+Finished runs' checkpoints are deleted (the tables read only the logs; at 135M a run's final and
+selected weights with optimiser state take ~2.6 GB); `--keep-checkpoints` keeps them.
 """
 
 from __future__ import annotations
@@ -124,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-predictors", action="store_true",
                         help="with --remedies: train and tabulate only; a later call without it adds the "
                              "step-0 predictors (each is kept in RUN/predictors.json)")
+    parser.add_argument("--keep-checkpoints", action="store_true",
+                        help="keep each finished run's RUN/checkpoints (~2.6 GB a run at 135M); by default "
+                             "they are deleted, as the tables read only the runs' logs")
     args = parser.parse_args(argv)
     if args.remedies:
         return remedies(args)
@@ -145,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     compare_methods(methods=parse_methods(args.methods), seeds=seeds, out_dir=out, config_path=str(config_path),
-                    overrides=args.overrides, title=f"CPU learning benchmark on {config['env']} ({config['model']})")
+                    overrides=args.overrides, title=f"CPU learning benchmark on {config['env']} ({config['model']})",
+                    keep_checkpoints=args.keep_checkpoints)
     wall = time.perf_counter() - started
 
     print(f"\n== CPU learning benchmark: {config['env']}, {config['model']}, {len(seeds)} seed(s), "
@@ -218,7 +225,8 @@ def remedies(args: argparse.Namespace) -> int:
         config_path = task_out / "learning_cpu.yaml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         compare_methods(methods=methods, seeds=seeds, out_dir=task_out, config_path=str(config_path),
-                        overrides=args.overrides, title=f"remedies on {name} ({config['model']})")
+                        overrides=args.overrides, title=f"remedies on {name} ({config['model']})",
+                        keep_checkpoints=args.keep_checkpoints)
         print(f"\n== remedies: {name}, {config['model']}, {len(seeds)} seed(s), "
               f"{(time.perf_counter() - started) / 60:.1f} min so far ==")
         rows = print_table(task_out, methods, seeds)

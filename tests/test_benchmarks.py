@@ -50,6 +50,10 @@ def test_learning_benchmark_quick_prints_gain_per_method(tmp_path: Path):
     for method in ("resd", "sdpo", "grpo", "resd\\+auto", "sdpo\\+auto"):
         assert re.search(rf"^{method}\s", proc.stdout, re.M), proc.stdout
     assert (tmp_path / "lc" / "report" / "report.md").exists()
+    # finished runs keep their logs, not their checkpoints (--keep-checkpoints keeps them)
+    runs = sorted(p.parent for p in (tmp_path / "lc").glob("*/summary.json"))
+    assert len(runs) == 5 and all((r / "metrics.jsonl").exists() for r in runs)
+    assert not list((tmp_path / "lc").glob("*/checkpoints"))
 
 
 def test_remedies_quick_prints_the_table_and_which_predictor_got_the_sign(tmp_path: Path):
@@ -57,13 +61,16 @@ def test_remedies_quick_prints_the_table_and_which_predictor_got_the_sign(tmp_pa
     command = [sys.executable, str(ROOT / "benchmarks" / "learning_cpu.py"), "--remedies", "--quick",
                "--methods", "sdpo,sdpo+sharp,grpo", "--tasks", "start-word", "--out", str(out)]
     # first train only, then a second call reuses the runs and adds the step-0 predictors
-    proc = subprocess.run([*command, "--no-predictors"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([*command, "--no-predictors", "--keep-checkpoints"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((out / "remedies.json").read_text())["tasks"]["start-word"]["predictors"] == {}
     assert not list(out.glob("start-word/*/predictors.json"))
+    assert len(list(out.glob("start-word/*/checkpoints/latest"))) == 3
     proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("finished earlier, reusing") == 3, proc.stdout
+    assert not list(out.glob("start-word/*/checkpoints")), "reused runs' checkpoints are dropped by default"
     for method in ("sdpo", "sdpo\\+sharp", "grpo"):
         assert re.search(rf"^{method}\s", proc.stdout, re.M), proc.stdout
     table = json.loads((out / "remedies.json").read_text())["tasks"]["start-word"]

@@ -14,6 +14,7 @@ playbook, and without the solution buffer.
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,8 +162,12 @@ def check_reusable(run_dir: Path, cfg: Any) -> None:
 # Named so that the CLI's `run_<command>` lookup (cli.py) does not mistake it for the entry point.
 def compare_methods(*, methods: list[str], seeds: list[int], out_dir: Path, config_path: str | None = None,
                 overrides: list[str] | None = None, env: str | None = None, model: str | None = None,
-                ablations: bool = False, title: str | None = None) -> Any:
-    """Train every planned run that has not finished yet, then build the report. Returns it."""
+                ablations: bool = False, title: str | None = None, keep_checkpoints: bool = True) -> Any:
+    """Train every planned run that has not finished yet, then build the report. Returns it.
+
+    keep_checkpoints=False deletes each run's RUN/checkpoints once it has finished (its summary.json
+    is written): the report reads only the run's logs, and a 135M-parameter run's final and
+    selected checkpoints take ~2.6 GB, so a benchmark of dozens of runs would otherwise fill a disk."""
     from resd.report import build_report, load_run, table_markdown
     from resd.train import RESDTrainer
     from resd.run.checkpoint import find_checkpoint
@@ -178,6 +183,8 @@ def compare_methods(*, methods: list[str], seeds: list[int], out_dir: Path, conf
         check_reusable(run.output_dir, cfg)
         if (run.output_dir / "summary.json").exists():
             print(f"{head}: finished earlier, reusing {run.output_dir}", flush=True)
+            if not keep_checkpoints:
+                shutil.rmtree(run.output_dir / "checkpoints", ignore_errors=True)
             continue
         resuming = find_checkpoint(run.output_dir / "checkpoints" / "latest") is not None
         print(f"{head} -> {run.output_dir}{' (resuming)' if resuming else ''} "
@@ -186,6 +193,8 @@ def compare_methods(*, methods: list[str], seeds: list[int], out_dir: Path, conf
         trainer = RESDTrainer.from_run_dir(run.output_dir) if resuming else RESDTrainer(cfg)
         trainer.train()
         trainer.close()
+        if not keep_checkpoints:
+            shutil.rmtree(run.output_dir / "checkpoints", ignore_errors=True)
         print(f"{head}: done in {time.perf_counter() - run_start:.0f}s", flush=True)
 
     runs = [load_run(r.output_dir) for r in planned]
